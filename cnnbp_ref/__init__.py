@@ -1,0 +1,1 @@
+"""cnnbp_ref (development placeholder: the full export list is restored once every module exists)."""

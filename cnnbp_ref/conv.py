@@ -1,0 +1,393 @@
+"""2-D convolution (cross-correlation) and transposed convolution, forward and backward.
+
+Semantics match ``torch.nn.functional.conv2d`` and ``conv_transpose2d`` for the same arguments.
+
+Everything is one im2col matrix product. With ``cols: (g, C_in/g*kh*kw, N*OH*OW)`` the
+windows of the padded input (:func:`cnnbp_ref._windows.extract_windows`) and
+``W_mat: (g, C_out/g, C_in/g*kh*kw)`` the kernel,
+
+* forward:           ``Y_mat = W_mat @ cols``
+* weight gradient:   ``W̄_mat = Ȳ_mat @ cols^T``
+* input gradient:    ``cols̄ = W_mat^T @ Ȳ_mat``, then col2im (sum every window entry back
+  onto its pixel) and crop the padding.
+
+The input gradient is itself a linear map of ``Ȳ``: it *is* the transposed convolution, so
+``conv_transpose2d`` is built from it and its backward from the forward convolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from cnnbp_ref._backend import check_float_array, check_same_dtype, namespace
+from cnnbp_ref._checks import check_ndim, check_shape, pair, positive_int
+from cnnbp_ref._windows import (
+    Pads,
+    accumulate_windows,
+    crop_spatial,
+    extract_windows,
+    output_size,
+    pad_spatial,
+)
+
+__all__ = ["conv2d", "conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward"]
+
+Pair = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """Where the windows sit: the (unpadded) input size, padding, kernel, stride, dilation, output size."""
+
+    in_size: Pair
+    pads: Pads
+    kernel: Pair
+    stride: Pair
+    dilation: Pair
+    out: Pair
+
+    @property
+    def padded(self) -> Pair:
+        (top, bottom), (left, right) = self.pads
+        return (self.in_size[0] + top + bottom, self.in_size[1] + left + right)
+
+
+# ---------------------------------------------------------------------------------------------
+# argument handling
+
+
+def _conv_padding(padding: Any, kernel: Pair, stride: Pair, dilation: Pair) -> Pads:
+    """int, pair, ``'valid'`` or ``'same'`` -> ``((top, bottom), (left, right))``.
+
+    ``'same'`` pads ``d*(k-1)`` in total per axis, the odd one on the bottom/right, like PyTorch.
+    """
+    if isinstance(padding, str):
+        if padding == "valid":
+            return ((0, 0), (0, 0))
+        if padding == "same":
+            if stride != (1, 1):
+                raise ValueError(f"padding='same' requires stride 1, got stride={stride}")
+            totals = [d * (k - 1) for k, d in zip(kernel, dilation, strict=True)]
+            return (
+                (totals[0] // 2, totals[0] - totals[0] // 2),
+                (totals[1] // 2, totals[1] - totals[1] // 2),
+            )
+        raise ValueError(f"padding must be an int, a pair of ints, 'valid' or 'same', got {padding!r}")
+    ph, pw = pair("padding", padding, minimum=0)
+    return ((ph, ph), (pw, pw))
+
+
+def _conv_geometry(x: Any, kernel: Pair, stride: Any, padding: Any, dilation: Any) -> _Geometry:
+    stride = pair("stride", stride, minimum=1)
+    dilation = pair("dilation", dilation, minimum=1)
+    pads = _conv_padding(padding, kernel, stride, dilation)
+    in_size = (int(x.shape[2]), int(x.shape[3]))
+    out = []
+    for axis in range(2):
+        padded = in_size[axis] + sum(pads[axis])
+        reach = dilation[axis] * (kernel[axis] - 1) + 1
+        if reach > padded:
+            raise ValueError(
+                f"kernel of size {kernel} with dilation {dilation} spans {reach} pixels, more than the "
+                f"padded input ({padded}); x has shape {tuple(x.shape)} and padding {pads}"
+            )
+        out.append(output_size(in_size[axis], kernel[axis], stride[axis], dilation[axis], sum(pads[axis])))
+    return _Geometry(in_size, pads, kernel, stride, dilation, (out[0], out[1]))
+
+
+def _check_arrays(xp: ModuleType, x: Any, weight: Any, x_layout: str, w_layout: str) -> None:
+    check_float_array(xp, "x", x)
+    check_float_array(xp, "weight", weight)
+    check_same_dtype("weight", weight, "x", x)
+    check_ndim("x", x, 4, x_layout)
+    check_ndim("weight", weight, 4, w_layout)
+
+
+def _check_bias(xp: ModuleType, bias: Any, x: Any, channels: int) -> None:
+    if bias is None:
+        return
+    check_float_array(xp, "bias", bias)
+    check_same_dtype("bias", bias, "x", x)
+    check_shape("bias", bias, (channels,))
+
+
+def _check_grad_out(xp: ModuleType, grad_out: Any, x: Any, expected: tuple[int, ...]) -> None:
+    check_float_array(xp, "grad_out", grad_out)
+    check_same_dtype("grad_out", grad_out, "x", x)
+    check_shape("grad_out", grad_out, expected)
+
+
+def _check_conv_channels(x: Any, weight: Any, groups: int) -> None:
+    c_in, c_out, c_in_per_group = int(x.shape[1]), int(weight.shape[0]), int(weight.shape[1])
+    if c_in % groups:
+        raise ValueError(f"groups={groups} must divide x's C_in={c_in}; x has shape {tuple(x.shape)}")
+    if c_out % groups:
+        raise ValueError(
+            f"groups={groups} must divide weight's C_out={c_out}; weight has shape {tuple(weight.shape)}"
+        )
+    if c_in_per_group * groups != c_in:
+        raise ValueError(
+            f"weight of shape {tuple(weight.shape)} expects C_in/groups={c_in_per_group} channels per group, "
+            f"but x of shape {tuple(x.shape)} with groups={groups} has {c_in // groups}"
+        )
+
+
+def _validate_conv2d(xp, x, weight, stride, padding, dilation, groups) -> tuple[_Geometry, int]:
+    _check_arrays(xp, x, weight, "(N, C_in, H, W)", "(C_out, C_in/groups, kH, kW)")
+    groups = positive_int("groups", groups)
+    _check_conv_channels(x, weight, groups)
+    kernel = (int(weight.shape[2]), int(weight.shape[3]))
+    return _conv_geometry(x, kernel, stride, padding, dilation), groups
+
+
+# ---------------------------------------------------------------------------------------------
+# the three matrix products, shared by conv2d and conv_transpose2d
+
+
+def _im2col(xp: ModuleType, x: Any, geo: _Geometry, groups: int) -> Any:
+    """``x: (N, C, H, W)`` -> ``cols: (g, C/g*kh*kw, N*OH*OW)``."""
+    n, c = int(x.shape[0]), int(x.shape[1])
+    channels_first = xp.permute_dims(x, (1, 0, 2, 3))  # (C, N, H, W)
+    padded = pad_spatial(xp, channels_first, geo.pads)  # (C, N, Hp, Wp)
+    cols = extract_windows(xp, padded, geo.kernel, geo.stride, geo.dilation, geo.out, axis=1)
+    # (C, kh, kw, N, OH, OW): C leads, so each group's rows are contiguous
+    return xp.reshape(
+        cols, (groups, c // groups * geo.kernel[0] * geo.kernel[1], n * geo.out[0] * geo.out[1])
+    )
+
+
+def _channels_matrix(xp: ModuleType, a: Any, groups: int) -> Any:
+    """``a: (N, C, OH, OW)`` -> ``(g, C/g, N*OH*OW)``, the layout ``Y_mat`` has."""
+    n, c, h, w = (int(s) for s in a.shape)
+    return xp.reshape(xp.permute_dims(a, (1, 0, 2, 3)), (groups, c // groups, n * h * w))
+
+
+def _from_channels_matrix(xp: ModuleType, m: Any, n: int, out: Pair) -> Any:
+    """``m: (g, C/g, N*OH*OW)`` -> ``(N, C, OH, OW)``."""
+    c = int(m.shape[0]) * int(m.shape[1])
+    return xp.permute_dims(xp.reshape(m, (c, n, *out)), (1, 0, 2, 3))
+
+
+def _kernel_matrix(xp: ModuleType, weight: Any, groups: int) -> Any:
+    """``weight: (C_out, C_in/g, kh, kw)`` -> ``(g, C_out/g, C_in/g*kh*kw)``."""
+    c_out = int(weight.shape[0])
+    return xp.reshape(weight, (groups, c_out // groups, -1))
+
+
+def _correlate(xp: ModuleType, x: Any, weight: Any, geo: _Geometry, groups: int) -> Any:
+    """The forward product ``W_mat @ cols``: ``(N, C_in, H, W)`` -> ``(N, C_out, OH, OW)``."""
+    y = _kernel_matrix(xp, weight, groups) @ _im2col(xp, x, geo, groups)  # (g, C_out/g, N*OH*OW)
+    return _from_channels_matrix(xp, y, int(x.shape[0]), geo.out)
+
+
+def _kernel_grad(xp: ModuleType, x: Any, grad_out: Any, geo: _Geometry, groups: int, shape: tuple) -> Any:
+    """``W̄_mat = Ȳ_mat @ cols^T`` reshaped to the kernel's ``shape``."""
+    cols = _im2col(xp, x, geo, groups)  # (g, C_in/g*kh*kw, N*OH*OW)
+    grad = _channels_matrix(xp, grad_out, groups) @ xp.matrix_transpose(cols)  # (g, C_out/g, C_in/g*kh*kw)
+    return xp.reshape(grad, shape)
+
+
+def _input_grad(
+    xp: ModuleType, grad_out: Any, weight: Any, geo: _Geometry, groups: int, channels: int
+) -> Any:
+    """``cols̄ = W_mat^T @ Ȳ_mat``, then col2im and crop: ``(N, C_out, OH, OW)`` -> ``(N, C_in, H, W)``."""
+    n = int(grad_out.shape[0])
+    w_mat = _kernel_matrix(xp, weight, groups)  # (g, C_out/g, C_in/g*kh*kw)
+    grad_cols = xp.matrix_transpose(w_mat) @ _channels_matrix(
+        xp, grad_out, groups
+    )  # (g, C_in/g*kh*kw, N*OH*OW)
+    grad_cols = xp.reshape(grad_cols, (channels, *geo.kernel, n, *geo.out))  # (C_in, kh, kw, N, OH, OW)
+    grad_padded = accumulate_windows(xp, grad_cols, geo.padded, geo.kernel, geo.stride, geo.dilation, axis=1)
+    grad_x = crop_spatial(grad_padded, geo.pads, geo.in_size)  # (C_in, N, H, W)
+    return xp.permute_dims(grad_x, (1, 0, 2, 3))
+
+
+def _add_bias(xp: ModuleType, y: Any, bias: Any) -> Any:
+    if bias is None:
+        return y
+    return y + xp.reshape(bias, (1, -1, 1, 1))
+
+
+def _bias_grad(xp: ModuleType, grad_out: Any) -> Any:
+    return xp.sum(grad_out, axis=(0, 2, 3))
+
+
+# ---------------------------------------------------------------------------------------------
+# public API
+
+
+def conv2d(
+    x: Any,
+    weight: Any,
+    bias: Any = None,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+) -> Any:
+    """2-D cross-correlation, as ``torch.nn.functional.conv2d``.
+
+    Parameters
+    ----------
+    x : array, shape ``(N, C_in, H, W)``, float32 or float64
+    weight : array, shape ``(C_out, C_in / groups, kH, kW)``, same dtype
+    bias : array, shape ``(C_out,)``, optional
+    stride, dilation : int or pair, positive
+    padding : int or pair (zeros on both sides), ``'valid'`` (none) or ``'same'`` (stride 1 only;
+        ``dilation*(k-1)`` in total per axis, the odd pixel on the bottom/right)
+    groups : int, divides ``C_in`` and ``C_out``
+
+    Returns
+    -------
+    y : array, shape ``(N, C_out, H_out, W_out)`` with
+        ``H_out = floor((H + pad_top + pad_bottom - dilation*(kH - 1) - 1) / stride) + 1``:
+        ``y[n, o, i, j] = bias[o] + sum_{c, u, v} weight[o, c, u, v] * xpad[n, gc(o) + c, i*s + u*d, j*s + v*d]``.
+    """
+    xp = namespace(x=x, weight=weight, bias=bias)
+    geo, groups = _validate_conv2d(xp, x, weight, stride, padding, dilation, groups)
+    _check_bias(xp, bias, x, int(weight.shape[0]))
+    return _add_bias(xp, _correlate(xp, x, weight, geo, groups), bias)
+
+
+def conv2d_backward(
+    grad_out: Any,
+    x: Any,
+    weight: Any,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+) -> tuple[Any, Any, Any]:
+    """Gradients of :func:`conv2d` for the upstream gradient ``grad_out``.
+
+    Parameters
+    ----------
+    grad_out : array, shape ``(N, C_out, H_out, W_out)``: ``dL/dy``
+    x, weight, stride, padding, dilation, groups : as given to :func:`conv2d`
+
+    Returns
+    -------
+    grad_x : ``(N, C_in, H, W)``, the full correlation of ``grad_out`` with the flipped kernel
+        (through stride zero-insertion, dilation and the padding crop)
+    grad_weight : ``(C_out, C_in / groups, kH, kW)``, the correlation of ``x`` with ``grad_out``
+    grad_bias : ``(C_out,)``, ``grad_out`` summed over ``N``, ``H_out``, ``W_out``
+    """
+    xp = namespace(grad_out=grad_out, x=x, weight=weight)
+    geo, groups = _validate_conv2d(xp, x, weight, stride, padding, dilation, groups)
+    _check_grad_out(xp, grad_out, x, (int(x.shape[0]), int(weight.shape[0]), *geo.out))
+    grad_x = _input_grad(xp, grad_out, weight, geo, groups, int(x.shape[1]))
+    grad_weight = _kernel_grad(xp, x, grad_out, geo, groups, tuple(weight.shape))
+    return grad_x, grad_weight, _bias_grad(xp, grad_out)
+
+
+def _validate_conv_transpose2d(
+    xp, x, weight, stride, padding, output_padding, groups, dilation
+) -> tuple[_Geometry, int, int]:
+    """Check the arguments; return the geometry *of the convolution whose adjoint this is*."""
+    _check_arrays(xp, x, weight, "(N, C_in, H, W)", "(C_in, C_out/groups, kH, kW)")
+    groups = positive_int("groups", groups)
+    c_in = int(x.shape[1])
+    if int(weight.shape[0]) != c_in:
+        raise ValueError(
+            f"weight of shape {tuple(weight.shape)} must have C_in={c_in} rows (dim 0) "
+            f"for x of shape {tuple(x.shape)}"
+        )
+    if c_in % groups:
+        raise ValueError(f"groups={groups} must divide x's C_in={c_in}; x has shape {tuple(x.shape)}")
+    stride = pair("stride", stride, minimum=1)
+    dilation = pair("dilation", dilation, minimum=1)
+    ph, pw = pair("padding", padding, minimum=0)
+    extra = pair("output_padding", output_padding, minimum=0)
+    for axis in range(2):
+        if extra[axis] >= max(stride[axis], dilation[axis]):
+            raise ValueError(
+                f"output_padding must be smaller than stride or dilation, got output_padding={extra}, "
+                f"stride={stride}, dilation={dilation}"
+            )
+    kernel = (int(weight.shape[2]), int(weight.shape[3]))
+    in_size = (int(x.shape[2]), int(x.shape[3]))
+    out = tuple(
+        (in_size[a] - 1) * stride[a] - 2 * (ph, pw)[a] + dilation[a] * (kernel[a] - 1) + extra[a] + 1
+        for a in range(2)
+    )
+    if min(out) < 1:
+        raise ValueError(
+            f"output size {out} is not positive for x of shape {tuple(x.shape)}, kernel {kernel}, "
+            f"stride {stride}, padding {(ph, pw)}, dilation {dilation}, output_padding {extra}"
+        )
+    # The convolution y -> x that this layer is the adjoint of: its input is our output.
+    geo = _Geometry((out[0], out[1]), ((ph, ph), (pw, pw)), kernel, stride, dilation, in_size)
+    return geo, groups, int(weight.shape[1]) * groups
+
+
+def conv_transpose2d(
+    x: Any,
+    weight: Any,
+    bias: Any = None,
+    stride: Any = 1,
+    padding: Any = 0,
+    output_padding: Any = 0,
+    groups: int = 1,
+    dilation: Any = 1,
+) -> Any:
+    """2-D transposed convolution, as ``torch.nn.functional.conv_transpose2d``.
+
+    The adjoint of :func:`conv2d` with the same ``weight``, stride, padding, dilation and groups:
+    each input pixel paints a scaled copy of the kernel onto the output, and overlaps add up.
+
+    Parameters
+    ----------
+    x : array, shape ``(N, C_in, H, W)``
+    weight : array, shape ``(C_in, C_out / groups, kH, kW)``
+    bias : array, shape ``(C_out,)``, optional
+    stride, dilation : int or pair, positive
+    padding : int or pair, non-negative: ``dilation*(k-1) - padding`` zeros are effectively cropped
+    output_padding : int or pair, smaller than ``stride`` or ``dilation``: extra rows/columns on
+        the bottom/right that pick one of the input sizes a strided convolution maps to ``H``
+    groups : int, divides ``C_in``
+
+    Returns
+    -------
+    y : array, shape ``(N, C_out, H_out, W_out)`` with
+        ``H_out = (H - 1)*stride - 2*padding + dilation*(kH - 1) + output_padding + 1``.
+    """
+    xp = namespace(x=x, weight=weight, bias=bias)
+    geo, groups, c_out = _validate_conv_transpose2d(
+        xp, x, weight, stride, padding, output_padding, groups, dilation
+    )
+    _check_bias(xp, bias, x, c_out)
+    return _add_bias(xp, _input_grad(xp, x, weight, geo, groups, c_out), bias)
+
+
+def conv_transpose2d_backward(
+    grad_out: Any,
+    x: Any,
+    weight: Any,
+    stride: Any = 1,
+    padding: Any = 0,
+    output_padding: Any = 0,
+    groups: int = 1,
+    dilation: Any = 1,
+) -> tuple[Any, Any, Any]:
+    """Gradients of :func:`conv_transpose2d` for the upstream gradient ``grad_out``.
+
+    Since the forward is the adjoint of a convolution, its input gradient is that convolution:
+    ``grad_x = conv2d(grad_out, weight, stride, padding, dilation, groups)``.
+
+    Returns
+    -------
+    grad_x : ``(N, C_in, H, W)``
+    grad_weight : ``(C_in, C_out / groups, kH, kW)``
+    grad_bias : ``(C_out,)``
+    """
+    xp = namespace(grad_out=grad_out, x=x, weight=weight)
+    geo, groups, c_out = _validate_conv_transpose2d(
+        xp, x, weight, stride, padding, output_padding, groups, dilation
+    )
+    _check_grad_out(xp, grad_out, x, (int(x.shape[0]), c_out, *geo.in_size))
+    grad_x = _correlate(xp, grad_out, weight, geo, groups)
+    # The weight plays the same role as in conv2d with grad_out as the input and x as dL/dy.
+    grad_weight = _kernel_grad(xp, grad_out, x, geo, groups, tuple(weight.shape))
+    return grad_x, grad_weight, _bias_grad(xp, grad_out)
