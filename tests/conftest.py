@@ -29,7 +29,7 @@ def xp(request):
     return pytest.importorskip("cupy")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def torch():
     """The torch module, or skip when it is not installed."""
     return pytest.importorskip(

@@ -1,0 +1,397 @@
+"""Max and average pooling, forward and backward, with PyTorch's semantics.
+
+Semantics match ``torch.nn.functional.max_pool2d`` and ``avg_pool2d`` (CPU) for the same
+arguments, including ``ceil_mode``, ``count_include_pad`` and PyTorch's tie and NaN rules.
+
+Both are built on the window helpers of :mod:`cnnbp_ref._windows`. With
+``windows: (N, C, kh*kw, OH, OW)`` the padded input cut into windows,
+
+* max pool:  ``Y = max_k windows[:, :, k]`` (padding is ``-inf``, so it never wins). The
+  gradient flows to one input pixel per window, the *winner*: the backward is the one-hot of
+  the winner per kernel offset times ``Ȳ``, summed back onto the pixels (col2im), then cropped.
+  Overlapping windows (stride < kernel) add up there.
+* avg pool:  ``Y = sum_k windows[:, :, k] / divisor`` (padding is zero). The backward spreads
+  ``Ȳ / divisor`` uniformly over each window with the same col2im.
+
+The output size on each axis is PyTorch's ``pooling_output_shape``::
+
+    out = floor_or_ceil((size + 2*padding - dilation*(kernel - 1) - 1) / stride) + 1
+
+and in ``ceil_mode`` a last window that would start in the right padding is dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import array_api_compat
+
+from cnnbp_ref._backend import check_float_array, check_same_dtype, namespace
+from cnnbp_ref._checks import check_ndim, check_shape, pair
+from cnnbp_ref._windows import Pads, accumulate_windows, crop_spatial, extract_windows, pad_spatial
+
+__all__ = [
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "max_pool2d",
+    "max_pool2d_argmax",
+    "max_pool2d_backward",
+]
+
+Pair = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class _PoolGeometry:
+    """Where the windows sit: input size, kernel, stride, padding, dilation, output size."""
+
+    in_size: Pair
+    kernel: Pair
+    stride: Pair
+    padding: Pair
+    dilation: Pair
+    out: Pair
+
+    @property
+    def pads(self) -> Pads:
+        """``((top, bottom), (left, right))``: ``padding`` before, and after as far as the last window reaches.
+
+        In ``ceil_mode`` the last window may reach past ``size + padding``; the extra pixels are
+        padding too (``-inf`` or zero), exactly as PyTorch clips the window to the input.
+        """
+        after = []
+        for axis in range(2):
+            reach = (
+                (self.out[axis] - 1) * self.stride[axis] + self.dilation[axis] * (self.kernel[axis] - 1) + 1
+            )
+            after.append(max(reach - self.padding[axis] - self.in_size[axis], 0))
+        return ((self.padding[0], after[0]), (self.padding[1], after[1]))
+
+    @property
+    def padded(self) -> Pair:
+        (top, bottom), (left, right) = self.pads
+        return (self.in_size[0] + top + bottom, self.in_size[1] + left + right)
+
+
+# ---------------------------------------------------------------------------------------------
+# argument handling
+
+
+def _pool_output_size(
+    size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool
+) -> int:
+    """One axis of PyTorch's ``pooling_output_shape`` (``aten/src/ATen/native/Pool.h``)."""
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1  # the last window would start in the right padding: PyTorch drops it
+    return out
+
+
+def _check_flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return value
+
+
+def _pool_geometry(
+    xp: ModuleType,
+    x: Any,
+    kernel_size: Any,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    ceil_mode: Any,
+) -> _PoolGeometry:
+    """Validate ``x`` and the options as PyTorch does, and work out the output size."""
+    check_float_array(xp, "x", x)
+    check_ndim("x", x, 4, "(N, C, H, W)")
+    shape = tuple(int(n) for n in x.shape)
+    if min(shape[1:]) < 1:
+        raise ValueError(f"x must have non-empty C, H and W (only N may be 0), got shape {shape}")
+    kernel = pair("kernel_size", kernel_size, minimum=1)
+    stride = kernel if stride is None else pair("stride", stride, minimum=1)
+    padding = pair("padding", padding, minimum=0)
+    dilation = pair("dilation", dilation, minimum=1)
+    ceil_mode = _check_flag("ceil_mode", ceil_mode)
+    # PyTorch's rule is padding <= kernel_size // 2 on each axis, whatever the dilation.
+    if any(p > k // 2 for p, k in zip(padding, kernel, strict=True)):
+        raise ValueError(
+            f"padding must be at most half of kernel_size (padding <= kernel_size // 2 on each axis), "
+            f"got padding={padding} for kernel_size={kernel}"
+        )
+    in_size = (shape[2], shape[3])
+    out = tuple(
+        _pool_output_size(in_size[a], kernel[a], stride[a], padding[a], dilation[a], ceil_mode)
+        for a in range(2)
+    )
+    if min(out) < 1:
+        raise ValueError(
+            f"x of shape {shape} is too small: kernel_size={kernel}, stride={stride}, padding={padding}, "
+            f"dilation={dilation}, ceil_mode={ceil_mode} give an output of size {out}; both must be >= 1"
+        )
+    return _PoolGeometry(in_size, kernel, stride, padding, dilation, (out[0], out[1]))
+
+
+def _check_grad_out(xp: ModuleType, grad_out: Any, x: Any, geometry: _PoolGeometry) -> None:
+    check_float_array(xp, "grad_out", grad_out)
+    check_same_dtype("grad_out", grad_out, "x", x)
+    check_shape("grad_out", grad_out, (int(x.shape[0]), int(x.shape[1]), *geometry.out))
+
+
+def _windows(xp: ModuleType, x: Any, geometry: _PoolGeometry, pad_value: float) -> Any:
+    """The padded input cut into windows: ``(N, C, kh*kw, OH, OW)``, offsets in row-major order."""
+    g = geometry
+    xpad = pad_spatial(xp, x, g.pads, pad_value)  # (N, C, Hp, Wp)
+    windows = extract_windows(
+        xp, xpad, g.kernel, g.stride, g.dilation, g.out, axis=2
+    )  # (N, C, kh, kw, OH, OW)
+    n, c = windows.shape[:2]
+    return xp.reshape(windows, (n, c, g.kernel[0] * g.kernel[1], *g.out))  # (N, C, kh*kw, OH, OW)
+
+
+def _spread(xp: ModuleType, cols: Any, geometry: _PoolGeometry) -> Any:
+    """col2im and crop: ``cols: (N, C, kh*kw, OH, OW)`` -> the input gradient ``(N, C, H, W)``."""
+    g = geometry
+    n, c = cols.shape[:2]
+    cols = xp.reshape(cols, (n, c, *g.kernel, *g.out))  # (N, C, kh, kw, OH, OW)
+    grad_padded = accumulate_windows(
+        xp, cols, g.padded, g.kernel, g.stride, g.dilation, axis=2
+    )  # (N, C, Hp, Wp)
+    return crop_spatial(grad_padded, g.pads, g.in_size)
+
+
+def _tap_positions(xp: ModuleType, geometry: _PoolGeometry, axis: int, device: Any) -> Any:
+    """Input coordinate of kernel tap ``i`` of output ``o`` along ``axis``: ``o*s - p + i*d``, ``(k, O)``."""
+    g = geometry
+    starts = xp.arange(g.out[axis], device=device) * g.stride[axis] - g.padding[axis]  # (O,)
+    taps = xp.arange(g.kernel[axis], device=device) * g.dilation[axis]  # (k,)
+    return taps[:, None] + starts[None, :]  # (k, O)
+
+
+# ---------------------------------------------------------------------------------------------
+# max pooling
+
+
+def _max_pool(xp: ModuleType, x: Any, geometry: _PoolGeometry) -> tuple[Any, Any, Any]:
+    """The pooled maximum, the winning kernel offset and whether a window covers any pixel.
+
+    Returns ``out: (N, C, OH, OW)``, ``winner: (N, C, OH, OW)`` (the flat offset ``i*kw + j`` of
+    the input pixel that receives the gradient) and ``covers: (OH, OW)``.
+
+    The winner follows PyTorch's scan of each window in row-major order, which keeps the first
+    pixel that is strictly greater than everything before it, but switches to any NaN it meets:
+    so it is the *first* maximum, or the *last* NaN when the window holds a NaN. Padding never
+    wins, not even against an input of ``-inf``.
+    """
+    g = geometry
+    device = array_api_compat.device(x)
+    windows = _windows(xp, x, g, -float("inf"))  # (N, C, K, OH, OW), K = kh*kw
+    out = xp.max(windows, axis=2)  # (N, C, OH, OW); NaN propagates, as in PyTorch
+
+    rows = _tap_positions(xp, g, 0, device)  # (kh, OH)
+    cols = _tap_positions(xp, g, 1, device)  # (kw, OW)
+    rows_inside = (rows >= 0) & (rows < g.in_size[0])
+    cols_inside = (cols >= 0) & (cols < g.in_size[1])
+    inside = rows_inside[:, None, :, None] & cols_inside[None, :, None, :]  # (kh, kw, OH, OW)
+    inside = xp.reshape(inside, (g.kernel[0] * g.kernel[1], *g.out))  # (K, OH, OW)
+
+    is_max = (windows == xp.expand_dims(out, axis=2)) & inside  # (N, C, K, OH, OW)
+    is_nan = xp.isnan(windows)  # padding is -inf, never NaN
+    first_max = xp.argmax(xp.astype(is_max, xp.int8), axis=2)  # (N, C, OH, OW)
+    last_nan = windows.shape[2] - 1 - xp.argmax(xp.flip(xp.astype(is_nan, xp.int8), axis=2), axis=2)
+    winner = xp.where(xp.any(is_nan, axis=2), last_nan, first_max)  # (N, C, OH, OW)
+    return out, winner, xp.any(inside, axis=0)
+
+
+def max_pool2d(
+    x: Any,
+    kernel_size: int | Pair,
+    stride: int | Pair | None = None,
+    padding: int | Pair = 0,
+    dilation: int | Pair = 1,
+    ceil_mode: bool = False,
+) -> Any:
+    """2-D max pooling, as ``torch.nn.functional.max_pool2d``.
+
+    Parameters
+    ----------
+    x : (N, C, H, W) float32 or float64 array.
+    kernel_size, stride, padding, dilation : int or (h, w).
+        ``stride=None`` means ``stride = kernel_size``. ``padding`` (implicit ``-inf``) must be at
+        most ``kernel_size // 2`` on each axis, as PyTorch requires.
+    ceil_mode : round the output size up instead of down (a window starting in the right
+        padding is still dropped).
+
+    Returns
+    -------
+    out : (N, C, OH, OW) array of ``x``'s dtype, with
+        ``OH = floor((H + 2*padding - dilation*(kernel_size - 1) - 1) / stride) + 1`` (or ceil).
+        A NaN in a window gives NaN. A window covering no input pixel (possible when dilation
+        jumps over a tiny input) gives ``-inf``, as in PyTorch.
+    """
+    xp = namespace(x=x)
+    geometry = _pool_geometry(xp, x, kernel_size, stride, padding, dilation, ceil_mode)
+    windows = _windows(xp, x, geometry, -float("inf"))  # (N, C, kh*kw, OH, OW)
+    return xp.max(windows, axis=2)  # (N, C, OH, OW)
+
+
+def max_pool2d_backward(
+    grad_out: Any,
+    x: Any,
+    kernel_size: int | Pair,
+    stride: int | Pair | None = None,
+    padding: int | Pair = 0,
+    dilation: int | Pair = 1,
+    ceil_mode: bool = False,
+) -> Any:
+    """Gradient of :func:`max_pool2d` with respect to ``x``, as PyTorch's autograd computes it.
+
+    Each ``grad_out`` entry goes whole to its window's winner: the first maximum in row-major
+    order over the window (so ties send everything to the first), or the last NaN when the window
+    holds NaNs. Windows that overlap (stride < kernel) add their contributions. A window covering
+    no input pixel sends its gradient nowhere (PyTorch writes it outside the channel's plane,
+    into the next channel's gradient; that is a bug we do not copy).
+
+    Parameters
+    ----------
+    grad_out : (N, C, OH, OW) array, the shape of the forward output.
+    x : (N, C, H, W) the forward input; the other options as in :func:`max_pool2d`.
+
+    Returns
+    -------
+    grad_x : (N, C, H, W) array of ``x``'s dtype.
+    """
+    xp = namespace(grad_out=grad_out, x=x)
+    geometry = _pool_geometry(xp, x, kernel_size, stride, padding, dilation, ceil_mode)
+    _check_grad_out(xp, grad_out, x, geometry)
+    _, winner, _ = _max_pool(xp, x, geometry)
+    kernel_area = geometry.kernel[0] * geometry.kernel[1]
+    offsets = xp.reshape(xp.arange(kernel_area, device=array_api_compat.device(x)), (kernel_area, 1, 1))
+    one_hot = xp.expand_dims(winner, axis=2) == offsets  # (N, C, K, OH, OW)
+    zero = xp.zeros((), dtype=grad_out.dtype, device=array_api_compat.device(grad_out))
+    cols = xp.where(one_hot, xp.expand_dims(grad_out, axis=2), zero)  # (N, C, K, OH, OW)
+    return _spread(xp, cols, geometry)
+
+
+def max_pool2d_argmax(
+    x: Any,
+    kernel_size: int | Pair,
+    stride: int | Pair | None = None,
+    padding: int | Pair = 0,
+    dilation: int | Pair = 1,
+    ceil_mode: bool = False,
+) -> Any:
+    """Flat index ``h*W + w`` of each window's winning input pixel, as ``return_indices=True``.
+
+    Returns ``indices: (N, C, OH, OW)``, the integer array that
+    ``torch.nn.functional.max_pool2d(..., return_indices=True)`` returns: the input pixel that
+    :func:`max_pool2d_backward` sends each gradient entry to. A window that covers no input pixel
+    gets ``-1`` (PyTorch returns an index outside the plane there).
+    """
+    xp = namespace(x=x)
+    g = _pool_geometry(xp, x, kernel_size, stride, padding, dilation, ceil_mode)
+    device = array_api_compat.device(x)
+    _, winner, covers = _max_pool(xp, x, g)
+    out_rows = xp.reshape(xp.arange(g.out[0], device=device), (g.out[0], 1))  # (OH, 1)
+    out_cols = xp.arange(g.out[1], device=device)  # (OW,)
+    rows = out_rows * g.stride[0] - g.padding[0] + (winner // g.kernel[1]) * g.dilation[0]  # (N, C, OH, OW)
+    cols = out_cols * g.stride[1] - g.padding[1] + (winner % g.kernel[1]) * g.dilation[1]  # (N, C, OH, OW)
+    indices = rows * g.in_size[1] + cols
+    return xp.where(covers, indices, xp.full_like(indices, -1))
+
+
+# ---------------------------------------------------------------------------------------------
+# average pooling
+
+
+def _avg_divisor(
+    xp: ModuleType, geometry: _PoolGeometry, count_include_pad: bool, dtype: Any, device: Any
+) -> Any:
+    """The number each window sum is divided by, ``(OH, OW)``, as PyTorch's CPU kernel counts it.
+
+    Per axis a window spans ``[start, end)`` with ``start = o*s - p`` and
+    ``end = min(start + k, size + p)``: with ``count_include_pad`` its length counts the padding
+    (but not what ``ceil_mode`` reaches beyond it); without, only ``[max(start, 0), min(end, size))``.
+    The divisor is the product of the two axes' counts.
+    """
+    g = geometry
+    counts = []
+    for axis in range(2):
+        starts = xp.arange(g.out[axis], device=device) * g.stride[axis] - g.padding[axis]  # (O,)
+        ends = xp.clip(starts + g.kernel[axis], max=g.in_size[axis] + g.padding[axis])  # (O,)
+        if not count_include_pad:
+            starts, ends = xp.clip(starts, min=0), xp.clip(ends, max=g.in_size[axis])
+        counts.append(xp.astype(ends - starts, dtype))
+    return counts[0][:, None] * counts[1][None, :]  # (OH, OW)
+
+
+def avg_pool2d(
+    x: Any,
+    kernel_size: int | Pair,
+    stride: int | Pair | None = None,
+    padding: int | Pair = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+) -> Any:
+    """2-D average pooling, as ``torch.nn.functional.avg_pool2d``.
+
+    Parameters
+    ----------
+    x : (N, C, H, W) float32 or float64 array.
+    kernel_size, stride, padding : int or (h, w).
+        ``stride=None`` means ``stride = kernel_size``. ``padding`` (implicit zeros) must be at
+        most ``kernel_size // 2`` on each axis, as PyTorch requires.
+    ceil_mode : round the output size up instead of down (a window starting in the right
+        padding is still dropped).
+    count_include_pad : divide by the window area including the zero padding (PyTorch's
+        default) or by the number of input pixels the window covers.
+
+    Returns
+    -------
+    out : (N, C, OH, OW) array of ``x``'s dtype, with
+        ``OH = floor((H + 2*padding - kernel_size) / stride) + 1`` (or ceil).
+    """
+    xp = namespace(x=x)
+    geometry = _pool_geometry(xp, x, kernel_size, stride, padding, 1, ceil_mode)
+    count_include_pad = _check_flag("count_include_pad", count_include_pad)
+    windows = _windows(xp, x, geometry, 0.0)  # (N, C, kh*kw, OH, OW)
+    divisor = _avg_divisor(xp, geometry, count_include_pad, x.dtype, array_api_compat.device(x))  # (OH, OW)
+    return xp.sum(windows, axis=2) / divisor  # (N, C, OH, OW)
+
+
+def avg_pool2d_backward(
+    grad_out: Any,
+    x: Any,
+    kernel_size: int | Pair,
+    stride: int | Pair | None = None,
+    padding: int | Pair = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+) -> Any:
+    """Gradient of :func:`avg_pool2d` with respect to ``x``, as PyTorch's autograd computes it.
+
+    Every input pixel of a window receives ``grad_out / divisor`` of that window; overlapping
+    windows add up. Only ``x``'s shape is used.
+
+    Parameters
+    ----------
+    grad_out : (N, C, OH, OW) array, the shape of the forward output.
+    x : (N, C, H, W) the forward input; the other options as in :func:`avg_pool2d`.
+
+    Returns
+    -------
+    grad_x : (N, C, H, W) array of ``x``'s dtype.
+    """
+    xp = namespace(grad_out=grad_out, x=x)
+    geometry = _pool_geometry(xp, x, kernel_size, stride, padding, 1, ceil_mode)
+    count_include_pad = _check_flag("count_include_pad", count_include_pad)
+    _check_grad_out(xp, grad_out, x, geometry)
+    device = array_api_compat.device(grad_out)
+    divisor = _avg_divisor(xp, geometry, count_include_pad, grad_out.dtype, device)  # (OH, OW)
+    share = xp.expand_dims(grad_out / divisor, axis=2)  # (N, C, 1, OH, OW)
+    kernel_area = geometry.kernel[0] * geometry.kernel[1]
+    cols = xp.broadcast_to(share, (*share.shape[:2], kernel_area, *geometry.out))  # (N, C, K, OH, OW)
+    return _spread(xp, cols, geometry)

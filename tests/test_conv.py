@@ -1,0 +1,587 @@
+"""conv2d, conv_transpose2d and their backwards (cnnbp_ref.conv), specified by tables.
+
+One table of configurations per function drives every check: PyTorch forward and autograd
+(float64, to ~1e-10), central finite differences, the plain loops of :mod:`cnnbp_ref.naive`,
+float32 end to end, every array namespace, and inputs left untouched. Hypothesis draws further
+valid configurations and cross-checks them with PyTorch. A table of bad inputs pins the error
+type and a message that names the argument and the shapes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+import pytest
+from helpers import to_numpy, to_torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cnnbp_ref.conv import conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward
+from cnnbp_ref.gradcheck import check_gradient
+from cnnbp_ref.naive import conv2d_backward_loops, conv2d_loops, conv_transpose2d_loops
+
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
+
+VS_TORCH = {"rtol": 1e-10, "atol": 1e-12}
+SAME_MATH = {"rtol": 1e-12, "atol": 1e-12}  # same formula, different summation order
+FLOAT32 = {"rtol": 1e-4, "atol": 1e-5}
+
+
+class ConvCase(NamedTuple):
+    x_shape: tuple[int, int, int, int]  # (N, C_in, H, W)
+    # conv: (C_out, C_in/g, kH, kW); transposed: (C_in, C_out/g, kH, kW)
+    weight_shape: tuple[int, int, int, int]
+    stride: Any = 1
+    padding: Any = 0
+    dilation: Any = 1
+    groups: int = 1
+    bias: bool = True
+    output_padding: Any = 0  # transposed only
+
+    def conv_options(self) -> dict[str, Any]:
+        return {
+            "stride": self.stride,
+            "padding": self.padding,
+            "dilation": self.dilation,
+            "groups": self.groups,
+        }
+
+    def transpose_options(self) -> dict[str, Any]:
+        return {**self.conv_options(), "output_padding": self.output_padding}
+
+
+CONV_CASES = {
+    "1x1-kernel": ConvCase((2, 3, 4, 5), (2, 3, 1, 1)),
+    "plain": ConvCase((1, 1, 5, 5), (1, 1, 3, 3)),
+    "batch-no-bias": ConvCase((3, 2, 6, 5), (4, 2, 3, 3), bias=False),
+    "stride-not-dividing": ConvCase((2, 2, 8, 7), (3, 2, 3, 3), stride=2),
+    "stride-pair-padding-pair": ConvCase((1, 2, 9, 7), (2, 2, 3, 2), stride=(3, 2), padding=(2, 1)),
+    "rectangular-kernel-input": ConvCase((2, 3, 5, 9), (2, 3, 2, 4), padding=(0, 2)),
+    "dilation": ConvCase((1, 2, 9, 8), (3, 2, 3, 3), dilation=2, padding=1),
+    "dilation-pair-stride": ConvCase((2, 1, 10, 9), (2, 1, 3, 2), dilation=(2, 3), stride=(2, 1)),
+    "groups": ConvCase((2, 4, 6, 6), (6, 2, 3, 3), groups=2, padding=1),
+    "depthwise": ConvCase((2, 3, 6, 5), (3, 1, 3, 3), groups=3, stride=2, padding=1),
+    "depthwise-multiplier": ConvCase((1, 2, 5, 5), (6, 1, 2, 2), groups=2),
+    "same-odd": ConvCase((2, 2, 5, 6), (3, 2, 3, 3), padding="same"),
+    "same-even": ConvCase((1, 2, 5, 6), (2, 2, 2, 4), padding="same"),
+    "same-even-dilated-groups": ConvCase(
+        (1, 4, 6, 5), (2, 2, 2, 3), padding="same", dilation=(3, 2), groups=2
+    ),
+    "valid": ConvCase((2, 2, 7, 6), (2, 2, 4, 3), padding="valid", stride=(2, 3)),
+    "kernel-fills-padded-input": ConvCase((1, 1, 3, 2), (2, 1, 5, 4), padding=1),
+    "empty-batch": ConvCase((0, 2, 4, 4), (3, 2, 3, 3), stride=2),
+}
+
+TRANSPOSE_CASES = {
+    "plain": ConvCase((1, 1, 3, 3), (1, 1, 2, 2)),
+    "batch-no-bias": ConvCase((2, 3, 4, 3), (3, 2, 3, 3), bias=False),
+    "stride-padding": ConvCase((2, 2, 4, 3), (2, 3, 3, 3), stride=2, padding=1),
+    "output-padding": ConvCase(
+        (1, 2, 3, 4), (2, 2, 3, 2), stride=(3, 2), padding=(1, 0), output_padding=(2, 1)
+    ),
+    "output-padding-from-dilation": ConvCase((1, 2, 3, 3), (2, 1, 2, 3), dilation=3, output_padding=(2, 1)),
+    "rectangular-dilation": ConvCase((1, 1, 2, 5), (1, 2, 4, 2), dilation=(1, 2), stride=(1, 3)),
+    "groups": ConvCase((2, 4, 3, 3), (4, 3, 2, 2), groups=2, stride=2, padding=1, output_padding=1),
+    "depthwise": ConvCase((1, 3, 4, 4), (3, 1, 3, 3), groups=3, padding=1),
+    "padding-crops-past-kernel": ConvCase((1, 1, 4, 4), (1, 1, 2, 2), stride=2, padding=2),
+    "empty-batch": ConvCase((0, 2, 2, 3), (2, 2, 3, 3), stride=2, output_padding=1),
+}
+
+
+def _arrays(case: ConvCase, rng, transposed: bool, dtype=np.float64):
+    x = rng.standard_normal(case.x_shape).astype(dtype)
+    weight = rng.standard_normal(case.weight_shape).astype(dtype)
+    c_out = case.weight_shape[1] * case.groups if transposed else case.weight_shape[0]
+    bias = rng.standard_normal(c_out).astype(dtype) if case.bias else None
+    return x, weight, bias
+
+
+def _torch_reference(torch, case: ConvCase, x, weight, bias, transposed: bool, rng):
+    """PyTorch's output, a random ``grad_out`` and autograd's ``(grad_x, grad_weight, grad_bias)``."""
+    functional = torch.nn.functional
+    x_t, w_t = to_torch(torch, x), to_torch(torch, weight)
+    b_t = None if bias is None else to_torch(torch, bias)
+    if transposed:
+        y_t = functional.conv_transpose2d(
+            x_t, w_t, b_t, case.stride, case.padding, case.output_padding, case.groups, case.dilation
+        )
+    else:
+        y_t = functional.conv2d(x_t, w_t, b_t, case.stride, case.padding, case.dilation, case.groups)
+    grad_out = rng.standard_normal(tuple(y_t.shape))
+    y_t.backward(torch.from_numpy(grad_out))
+    grad_bias = grad_out.sum(axis=(0, 2, 3)) if b_t is None else b_t.grad.numpy()
+    return y_t.detach().numpy(), grad_out, (x_t.grad.numpy(), w_t.grad.numpy(), grad_bias)
+
+
+def _assert_all_close(actual, expected, tolerance):
+    for a, e in zip(actual, expected, strict=True):
+        np.testing.assert_allclose(to_numpy(a), e, **tolerance)
+
+
+conv_cases = pytest.mark.parametrize("case", CONV_CASES.values(), ids=CONV_CASES.keys())
+transpose_cases = pytest.mark.parametrize("case", TRANSPOSE_CASES.values(), ids=TRANSPOSE_CASES.keys())
+
+
+# ---------------------------------------------------------------------------------------------
+# conv2d
+
+
+@pytest.mark.torch
+@conv_cases
+def test_conv2d_matches_torch(torch, rng, case):
+    x, weight, bias = _arrays(case, rng, transposed=False)
+    expected, grad_out, expected_grads = _torch_reference(torch, case, x, weight, bias, False, rng)
+    np.testing.assert_allclose(conv2d(x, weight, bias, **case.conv_options()), expected, **VS_TORCH)
+    _assert_all_close(conv2d_backward(grad_out, x, weight, **case.conv_options()), expected_grads, VS_TORCH)
+
+
+@conv_cases
+def test_conv2d_backward_matches_finite_differences(rng, case):
+    x, weight, bias = _arrays(case, rng, transposed=False)
+    options = case.conv_options()
+    grad_out = rng.standard_normal(conv2d(x, weight, None, **options).shape)
+    grad_x, grad_weight, grad_bias = conv2d_backward(grad_out, x, weight, **options)
+    bias = np.zeros(weight.shape[0]) if bias is None else bias
+
+    check_gradient(lambda x_: np.sum(grad_out * conv2d(x_, weight, bias, **options)), x, grad_x)
+    check_gradient(lambda w_: np.sum(grad_out * conv2d(x, w_, bias, **options)), weight, grad_weight)
+    check_gradient(lambda b_: np.sum(grad_out * conv2d(x, weight, b_, **options)), bias, grad_bias)
+
+
+@conv_cases
+def test_conv2d_equals_naive_loops(rng, case):
+    x, weight, bias = _arrays(case, rng, transposed=False)
+    options = case.conv_options()
+    y = conv2d(x, weight, bias, **options)
+    np.testing.assert_allclose(y, conv2d_loops(x, weight, bias, **options), **SAME_MATH)
+    grad_out = rng.standard_normal(y.shape)
+    _assert_all_close(
+        conv2d_backward(grad_out, x, weight, **options),
+        conv2d_backward_loops(grad_out, x, weight, **options),
+        SAME_MATH,
+    )
+
+
+@conv_cases
+def test_conv2d_preserves_float32(rng, case):
+    x, weight, bias = _arrays(case, rng, transposed=False, dtype=np.float32)
+    options = case.conv_options()
+    y = conv2d(x, weight, bias, **options)
+    grad_out = np.ones(y.shape, dtype=np.float32)
+    grads = conv2d_backward(grad_out, x, weight, **options)
+    assert [a.dtype for a in (y, *grads)] == [np.float32] * 4
+    as64 = [None if a is None else a.astype(np.float64) for a in (x, weight, bias, grad_out)]
+    np.testing.assert_allclose(y, conv2d(*as64[:3], **options), **FLOAT32)
+    _assert_all_close(grads, conv2d_backward(as64[3], *as64[:2], **options), FLOAT32)
+
+
+@conv_cases
+def test_conv2d_same_result_in_every_namespace(xp, rng, case):
+    x, weight, bias = _arrays(case, rng, transposed=False)
+    options = case.conv_options()
+    y = conv2d(x, weight, bias, **options)
+    grad_out = rng.standard_normal(y.shape)
+    on_xp = [None if a is None else xp.asarray(a) for a in (x, weight, bias, grad_out)]
+    np.testing.assert_allclose(to_numpy(conv2d(*on_xp[:3], **options)), y, **SAME_MATH)
+    _assert_all_close(
+        conv2d_backward(on_xp[3], *on_xp[:2], **options),
+        conv2d_backward(grad_out, x, weight, **options),
+        SAME_MATH,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# conv_transpose2d
+
+
+@pytest.mark.torch
+@transpose_cases
+def test_conv_transpose2d_matches_torch(torch, rng, case):
+    x, weight, bias = _arrays(case, rng, transposed=True)
+    expected, grad_out, expected_grads = _torch_reference(torch, case, x, weight, bias, True, rng)
+    np.testing.assert_allclose(
+        conv_transpose2d(x, weight, bias, **case.transpose_options()), expected, **VS_TORCH
+    )
+    _assert_all_close(
+        conv_transpose2d_backward(grad_out, x, weight, **case.transpose_options()), expected_grads, VS_TORCH
+    )
+
+
+@transpose_cases
+def test_conv_transpose2d_backward_matches_finite_differences(rng, case):
+    x, weight, bias = _arrays(case, rng, transposed=True)
+    options = case.transpose_options()
+    grad_out = rng.standard_normal(conv_transpose2d(x, weight, None, **options).shape)
+    grad_x, grad_weight, grad_bias = conv_transpose2d_backward(grad_out, x, weight, **options)
+    bias = np.zeros(grad_out.shape[1]) if bias is None else bias
+
+    check_gradient(lambda x_: np.sum(grad_out * conv_transpose2d(x_, weight, bias, **options)), x, grad_x)
+    check_gradient(
+        lambda w_: np.sum(grad_out * conv_transpose2d(x, w_, bias, **options)), weight, grad_weight
+    )
+    check_gradient(lambda b_: np.sum(grad_out * conv_transpose2d(x, weight, b_, **options)), bias, grad_bias)
+
+
+@transpose_cases
+def test_conv_transpose2d_equals_naive_loops(rng, case):
+    x, weight, bias = _arrays(case, rng, transposed=True)
+    np.testing.assert_allclose(
+        conv_transpose2d(x, weight, bias, **case.transpose_options()),
+        conv_transpose2d_loops(x, weight, bias, **case.transpose_options()),
+        **SAME_MATH,
+    )
+
+
+@transpose_cases
+def test_conv_transpose2d_preserves_float32(rng, case):
+    x, weight, bias = _arrays(case, rng, transposed=True, dtype=np.float32)
+    options = case.transpose_options()
+    y = conv_transpose2d(x, weight, bias, **options)
+    grad_out = np.ones(y.shape, dtype=np.float32)
+    grads = conv_transpose2d_backward(grad_out, x, weight, **options)
+    assert [a.dtype for a in (y, *grads)] == [np.float32] * 4
+    as64 = [None if a is None else a.astype(np.float64) for a in (x, weight, bias, grad_out)]
+    np.testing.assert_allclose(y, conv_transpose2d(*as64[:3], **options), **FLOAT32)
+    _assert_all_close(grads, conv_transpose2d_backward(as64[3], *as64[:2], **options), FLOAT32)
+
+
+@transpose_cases
+def test_conv_transpose2d_same_result_in_every_namespace(xp, rng, case):
+    x, weight, bias = _arrays(case, rng, transposed=True)
+    options = case.transpose_options()
+    y = conv_transpose2d(x, weight, bias, **options)
+    grad_out = rng.standard_normal(y.shape)
+    on_xp = [None if a is None else xp.asarray(a) for a in (x, weight, bias, grad_out)]
+    np.testing.assert_allclose(to_numpy(conv_transpose2d(*on_xp[:3], **options)), y, **SAME_MATH)
+    _assert_all_close(
+        conv_transpose2d_backward(on_xp[3], *on_xp[:2], **options),
+        conv_transpose2d_backward(grad_out, x, weight, **options),
+        SAME_MATH,
+    )
+
+
+def test_conv_transpose2d_is_the_input_gradient_of_conv2d(rng):
+    """With matching arguments, ``conv_transpose2d(g, w)`` is ``conv2d_backward(g, x, w)[0]``."""
+    x = rng.standard_normal((2, 4, 7, 6))
+    weight = rng.standard_normal((6, 2, 3, 2))
+    options = {"stride": 2, "padding": 1, "dilation": (1, 2), "groups": 2}
+    grad_out = rng.standard_normal(conv2d(x, weight, **options).shape)
+    grad_x = conv2d_backward(grad_out, x, weight, **options)[0]
+    np.testing.assert_allclose(conv_transpose2d(grad_out, weight, output_padding=(0, 1), **options), grad_x)
+
+
+def test_inputs_are_not_mutated(rng):
+    case = CONV_CASES["groups"]
+    x, weight, bias = _arrays(case, rng, transposed=False)
+    grad_out = rng.standard_normal(conv2d(x, weight, bias, **case.conv_options()).shape)
+    originals = [a.copy() for a in (x, weight, bias, grad_out)]
+    conv2d(x, weight, bias, **case.conv_options())
+    conv2d_backward(grad_out, x, weight, **case.conv_options())
+    conv_transpose2d(grad_out, weight, bias[:4], stride=1, padding=1, groups=2)
+    conv_transpose2d_backward(x, grad_out, weight, stride=1, padding=1, groups=2)
+    for after, before in zip((x, weight, bias, grad_out), originals, strict=True):
+        np.testing.assert_array_equal(after, before)
+
+
+# ---------------------------------------------------------------------------------------------
+# Random valid configurations against PyTorch
+
+
+# the torch fixture is just the module, so sharing it between examples is safe
+RANDOM_CONFIGURATIONS = settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@st.composite
+def conv_configurations(draw, transposed: bool) -> tuple[ConvCase, int]:
+    """A valid ConvCase for conv2d (or conv_transpose2d) and a seed for its arrays."""
+    groups = draw(st.integers(1, 3))
+    c_in, c_out = groups * draw(st.integers(1, 2)), groups * draw(st.integers(1, 2))
+    kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 3)))
+    reach = [d * (k - 1) + 1 for k, d in zip(kernel, dilation, strict=True)]
+    if transposed:
+        padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+        output_padding = tuple(
+            draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation, strict=True)
+        )
+        # the smallest H whose output size (H - 1)*s - 2p + reach + op is at least 1
+        smallest = [
+            max(1, 1 - (r + op - 2 * p - 1) // s)
+            for r, op, p, s in zip(reach, output_padding, padding, stride, strict=True)
+        ]
+        size = tuple(draw(st.integers(h, h + 3)) for h in smallest)
+        weight_shape = (c_in, c_out // groups, *kernel)
+    else:
+        choices = [st.tuples(st.integers(0, 2), st.integers(0, 2)), st.integers(0, 2), st.just("valid")]
+        if stride == (1, 1):
+            choices.append(st.just("same"))
+        padding = draw(st.one_of(choices))
+        output_padding = 0
+        pads = (0, 0) if padding in ("valid", "same") else np.broadcast_to(padding, 2)
+        pad_total = [r - 1 if padding == "same" else 2 * p for r, p in zip(reach, pads, strict=True)]
+        size = tuple(
+            draw(st.integers(max(1, r - t), r - t + 5)) for r, t in zip(reach, pad_total, strict=True)
+        )
+        weight_shape = (c_out, c_in // groups, *kernel)
+    case = ConvCase(
+        (draw(st.integers(1, 2)), c_in, *size),
+        weight_shape,
+        stride,
+        padding,
+        dilation,
+        groups,
+        draw(st.booleans()),
+        output_padding,
+    )
+    return case, draw(st.integers(0, 2**16))
+
+
+@pytest.mark.torch
+@RANDOM_CONFIGURATIONS
+@given(conv_configurations(transposed=False))
+def test_conv2d_random_configurations_match_torch(torch, drawn):
+    case, seed = drawn
+    rng = np.random.default_rng(seed)
+    x, weight, bias = _arrays(case, rng, transposed=False)
+    expected, grad_out, expected_grads = _torch_reference(torch, case, x, weight, bias, False, rng)
+    np.testing.assert_allclose(conv2d(x, weight, bias, **case.conv_options()), expected, **VS_TORCH)
+    _assert_all_close(conv2d_backward(grad_out, x, weight, **case.conv_options()), expected_grads, VS_TORCH)
+
+
+@pytest.mark.torch
+@RANDOM_CONFIGURATIONS
+@given(conv_configurations(transposed=True))
+def test_conv_transpose2d_random_configurations_match_torch(torch, drawn):
+    case, seed = drawn
+    rng = np.random.default_rng(seed)
+    x, weight, bias = _arrays(case, rng, transposed=True)
+    expected, grad_out, expected_grads = _torch_reference(torch, case, x, weight, bias, True, rng)
+    np.testing.assert_allclose(
+        conv_transpose2d(x, weight, bias, **case.transpose_options()), expected, **VS_TORCH
+    )
+    _assert_all_close(
+        conv_transpose2d_backward(grad_out, x, weight, **case.transpose_options()), expected_grads, VS_TORCH
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad inputs: the error type and a message naming the argument and the shapes
+
+X = np.ones((1, 2, 5, 5))  # (N, C_in, H, W)
+W = np.ones((3, 2, 3, 3))  # conv: (C_out, C_in, kH, kW); its output is (1, 3, 3, 3)
+G = np.ones((1, 3, 3, 3))
+WT = np.ones((2, 3, 3, 3))  # transposed: (C_in, C_out, kH, kW); its output is (1, 3, 7, 7)
+
+BAD_INPUTS = [
+    # (call, error type, message regex)
+    pytest.param(
+        lambda: conv2d(X[0], W),
+        ValueError,
+        r"x must be a 4-D array \(N, C_in, H, W\), got shape \(2, 5, 5\)",
+        id="x-3d",
+    ),
+    pytest.param(
+        lambda: conv2d(X, W[0]),
+        ValueError,
+        r"weight must be a 4-D array \(C_out, C_in/groups, kH, kW\), got shape \(2, 3, 3\)",
+        id="weight-3d",
+    ),
+    pytest.param(
+        lambda: conv2d(X, np.ones((3, 1, 3, 3))),
+        ValueError,
+        r"weight of shape \(3, 1, 3, 3\) expects C_in/groups=1 .* x of shape \(1, 2, 5, 5\) with groups=1 has 2",
+        id="channel-mismatch",
+    ),
+    pytest.param(
+        lambda: conv2d(np.ones((1, 3, 5, 5)), np.ones((4, 1, 3, 3)), groups=2),
+        ValueError,
+        r"groups=2 must divide x's C_in=3; x has shape \(1, 3, 5, 5\)",
+        id="groups-not-dividing-c-in",
+    ),
+    pytest.param(
+        lambda: conv2d(X, np.ones((3, 1, 3, 3)), groups=2),
+        ValueError,
+        r"groups=2 must divide weight's C_out=3; weight has shape \(3, 1, 3, 3\)",
+        id="groups-not-dividing-c-out",
+    ),
+    pytest.param(
+        lambda: conv2d(X, W, groups=0), ValueError, r"groups must be positive, got 0", id="groups-0"
+    ),
+    pytest.param(
+        lambda: conv2d(X, W, stride=0), ValueError, r"stride must be positive, got \(0, 0\)", id="stride-0"
+    ),
+    pytest.param(
+        lambda: conv2d(X, W, stride=(1, -2)),
+        ValueError,
+        r"stride must be positive, got \(1, -2\)",
+        id="stride-neg",
+    ),
+    pytest.param(
+        lambda: conv2d(X, W, dilation=(0, 1)),
+        ValueError,
+        r"dilation must be positive, got \(0, 1\)",
+        id="dilation-0",
+    ),
+    pytest.param(
+        lambda: conv2d(X, W, padding=-1),
+        ValueError,
+        r"padding must be non-negative, got \(-1, -1\)",
+        id="padding-neg",
+    ),
+    pytest.param(
+        lambda: conv2d(X, W, padding="full"),
+        ValueError,
+        r"padding must be an int, a pair of ints, 'valid' or 'same', got 'full'",
+        id="padding-unknown-string",
+    ),
+    pytest.param(
+        lambda: conv2d(X, W, stride=1.5),
+        TypeError,
+        r"stride must be an int or a pair of ints, got 1.5",
+        id="stride-float",
+    ),
+    pytest.param(
+        lambda: conv2d(X, W, stride=True),
+        TypeError,
+        r"stride must be an int or a pair of ints, got True",
+        id="stride-bool",
+    ),
+    pytest.param(
+        lambda: conv2d(X, W, padding=(1, 1, 1)),
+        TypeError,
+        r"padding must be an int or a pair of ints, got \(1, 1, 1\)",
+        id="padding-triple",
+    ),
+    pytest.param(
+        lambda: conv2d(X, np.ones((3, 2, 6, 2))),
+        ValueError,
+        r"kernel of size \(6, 2\) .* spans 6 pixels, more than the padded input \(5\); x has shape \(1, 2, 5, 5\)",
+        id="kernel-larger-than-input",
+    ),
+    pytest.param(
+        lambda: conv2d(X, W, dilation=3, padding=0),
+        ValueError,
+        r"kernel of size \(3, 3\) with dilation \(3, 3\) spans 7 pixels, more than the padded input \(5\)",
+        id="dilated-kernel-larger-than-input",
+    ),
+    pytest.param(
+        lambda: conv2d(X, W, stride=2, padding="same"),
+        ValueError,
+        r"padding='same' requires stride 1, got stride=\(2, 2\)",
+        id="same-with-stride",
+    ),
+    pytest.param(
+        lambda: conv2d(X, W, np.ones(2)),
+        ValueError,
+        r"bias must have shape \(3,\), got \(2,\)",
+        id="bias-length",
+    ),
+    pytest.param(
+        lambda: conv2d(X, W, np.ones((3, 1))),
+        ValueError,
+        r"bias must have shape \(3,\), got \(3, 1\)",
+        id="bias-2d",
+    ),
+    pytest.param(
+        lambda: conv2d(X.astype(np.int64), W),
+        TypeError,
+        r"x must have dtype float32 or float64, got int64",
+        id="x-int",
+    ),
+    pytest.param(
+        lambda: conv2d(X, W.astype(np.float32)),
+        TypeError,
+        r"weight has dtype float32 but x has dtype float64",
+        id="dtype-mismatch",
+    ),
+    pytest.param(
+        lambda: conv2d(X, W, np.ones(3, np.float32)),
+        TypeError,
+        r"bias has dtype float32 but x has dtype float64",
+        id="bias-dtype-mismatch",
+    ),
+    pytest.param(lambda: conv2d(X.tolist(), W), TypeError, r"x must be an array .*got list", id="x-list"),
+    pytest.param(
+        lambda: conv2d(X, W, [0.0, 0.0, 0.0]), TypeError, r"bias must be an array .*got list", id="bias-list"
+    ),
+    pytest.param(
+        lambda: conv2d_backward(np.ones((1, 3, 4, 3)), X, W),
+        ValueError,
+        r"grad_out must have shape \(1, 3, 3, 3\), got \(1, 3, 4, 3\)",
+        id="grad-out-shape",
+    ),
+    pytest.param(
+        lambda: conv2d_backward(G.astype(np.float32), X, W),
+        TypeError,
+        r"grad_out has dtype float32 but x has dtype float64",
+        id="grad-out-dtype",
+    ),
+    pytest.param(
+        lambda: conv2d_backward(G, X, W, padding="same"),
+        ValueError,
+        r"grad_out must have shape \(1, 3, 5, 5\), got \(1, 3, 3, 3\)",
+        id="grad-out-shape-same",
+    ),
+    pytest.param(
+        lambda: conv_transpose2d(X, WT, stride=2, output_padding=2),
+        ValueError,
+        r"output_padding must be smaller than stride or dilation, got output_padding=\(2, 2\), stride=\(2, 2\)",
+        id="output-padding-too-large",
+    ),
+    pytest.param(
+        lambda: conv_transpose2d(X, WT, output_padding=(0, 1)),
+        ValueError,
+        r"output_padding must be smaller than stride or dilation, got output_padding=\(0, 1\), stride=\(1, 1\)",
+        id="output-padding-without-stride",
+    ),
+    pytest.param(
+        lambda: conv_transpose2d(X, np.ones((3, 2, 3, 3))),
+        ValueError,
+        r"weight of shape \(3, 2, 3, 3\) must have C_in=2 rows \(dim 0\) for x of shape \(1, 2, 5, 5\)",
+        id="transpose-channel-mismatch",
+    ),
+    pytest.param(
+        lambda: conv_transpose2d(np.ones((1, 3, 5, 5)), np.ones((3, 1, 3, 3)), groups=2),
+        ValueError,
+        r"groups=2 must divide x's C_in=3; x has shape \(1, 3, 5, 5\)",
+        id="transpose-groups-not-dividing",
+    ),
+    pytest.param(
+        lambda: conv_transpose2d(np.ones((1, 1, 1, 1)), np.ones((1, 1, 1, 1)), padding=1),
+        ValueError,
+        r"output size \(-1, -1\) is not positive for x of shape \(1, 1, 1, 1\), kernel \(1, 1\)",
+        id="transpose-output-empty",
+    ),
+    pytest.param(
+        lambda: conv_transpose2d(X, WT, np.ones(2)),
+        ValueError,
+        r"bias must have shape \(3,\), got \(2,\)",
+        id="transpose-bias-length",
+    ),
+    pytest.param(
+        lambda: conv_transpose2d(X, WT, padding="same"),
+        TypeError,
+        r"padding must be an int or a pair of ints, got 'same'",
+        id="transpose-padding-string",
+    ),
+    pytest.param(
+        lambda: conv_transpose2d_backward(np.ones((1, 3, 7, 6)), X, WT),
+        ValueError,
+        r"grad_out must have shape \(1, 3, 7, 7\), got \(1, 3, 7, 6\)",
+        id="transpose-grad-out-shape",
+    ),
+    pytest.param(
+        lambda: conv_transpose2d_backward(np.ones((1, 3, 7, 7), np.float32), X, WT),
+        TypeError,
+        r"grad_out has dtype float32 but x has dtype float64",
+        id="transpose-grad-out-dtype",
+    ),
+]
+
+
+@pytest.mark.parametrize(("call", "error", "message"), BAD_INPUTS)
+def test_bad_inputs_raise_naming_the_argument(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
