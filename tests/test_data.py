@@ -1,0 +1,123 @@
+"""The data loaders: IDX files the test writes itself, the bundled digits, the seeded split."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+
+from cnnbp_ref.data import IDXFormatError, load_digits, load_idx, load_mnist, train_test_split
+
+TYPE_CODES = {
+    np.uint8: 0x08,
+    np.int8: 0x09,
+    np.int16: 0x0B,
+    np.int32: 0x0C,
+    np.float32: 0x0D,
+    np.float64: 0x0E,
+}
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Encode an array in the IDX format (big-endian), independently of the loader."""
+    header = bytes([0, 0, TYPE_CODES[array.dtype.type], array.ndim])
+    header += b"".join(struct.pack(">I", s) for s in array.shape)
+    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+
+
+def write(path, data: bytes, compress: bool = False):
+    path.write_bytes(gzip.compress(data) if compress else data)
+    return path
+
+
+@pytest.mark.parametrize("dtype", list(TYPE_CODES))
+@pytest.mark.parametrize("compress", [False, True])
+def test_idx_round_trip(tmp_path, dtype, compress):
+    array = (np.arange(24).reshape(2, 3, 4) - 5).astype(dtype)
+    if dtype == np.uint8:
+        array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    loaded = load_idx(write(tmp_path / "a.idx", idx_bytes(array), compress))
+    assert loaded.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(loaded, array)
+
+
+BAD_FILES = [
+    (b"\x01\x00\x08\x01\x00\x00\x00\x01\x07", "not an IDX file"),
+    (b"\x00\x00\x07\x01\x00\x00\x00\x01\x07", "unknown IDX type code 0x07"),
+    (b"\x00\x00\x08\x02\x00\x00\x00\x02", "truncated header: 2 dimensions need 12 bytes, got 8"),
+    (b"\x00\x00\x08\x01\x00\x00\x00\x03\x01\x02", r"truncated: shape \(3,\) needs 3 data bytes, got 2"),
+    (b"\x00\x00\x08\x01\x00\x00\x00\x01\x01\x02", r"trailing bytes: shape \(1,\) needs 1 data bytes, got 2"),
+    (b"", "not an IDX file"),
+]
+
+
+@pytest.mark.parametrize(("data", "message"), BAD_FILES)
+def test_bad_idx_files_name_the_file_and_the_problem(tmp_path, data, message):
+    path = write(tmp_path / "bad.idx", data)
+    with pytest.raises(IDXFormatError, match=message) as info:
+        load_idx(path)
+    assert "bad.idx" in str(info.value)
+
+
+def test_truncated_gzip_is_reported(tmp_path):
+    data = gzip.compress(idx_bytes(np.zeros((10, 4, 4), dtype=np.uint8)))
+    path = write(tmp_path / "cut.gz", data[: len(data) // 2])
+    with pytest.raises(IDXFormatError, match="corrupt or truncated gzip"):
+        load_idx(path)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_load_mnist_reads_both_splits(tmp_path, compress):
+    rng = np.random.default_rng(0)
+    suffix = ".gz" if compress else ""
+    for prefix, n in (("train", 5), ("t10k", 3)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+        write(tmp_path / f"{prefix}-images-idx3-ubyte{suffix}", idx_bytes(images), compress)
+        write(tmp_path / f"{prefix}-labels-idx1-ubyte{suffix}", idx_bytes(labels), compress)
+        x, y = load_mnist(tmp_path, "train" if prefix == "train" else "test")
+        assert x.shape == (n, 1, 28, 28) and x.dtype == np.float32
+        np.testing.assert_allclose(x[:, 0] * 255, images, rtol=0, atol=1e-4)
+        np.testing.assert_array_equal(y, labels.astype(np.int64))
+
+
+def test_load_mnist_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
+        load_mnist(tmp_path)
+    with pytest.raises(ValueError, match="split must be 'train' or 'test', got 'valid'"):
+        load_mnist(tmp_path, "valid")
+    write(tmp_path / "train-images-idx3-ubyte", idx_bytes(np.zeros((4, 2, 2), dtype=np.uint8)))
+    write(tmp_path / "train-labels-idx1-ubyte", idx_bytes(np.zeros(3, dtype=np.uint8)))
+    with pytest.raises(IDXFormatError, match=r"4 images but labels have shape \(3,\)"):
+        load_mnist(tmp_path)
+
+
+def test_digits_are_bundled_and_scaled():
+    images, labels = load_digits()
+    assert images.shape == (1797, 1, 8, 8) and images.dtype == np.float32
+    assert labels.shape == (1797,) and labels.dtype == np.int64
+    assert images.min() == 0.0 and images.max() == 1.0
+    assert sorted(np.unique(labels)) == list(range(10))
+
+
+def test_split_is_seeded_stratified_and_disjoint():
+    images, labels = load_digits()
+    x_train, _, x_test, y_test = train_test_split(images, labels, 0.2, seed=3)
+    assert x_train.shape[0] + x_test.shape[0] == 1797
+    assert abs(x_test.shape[0] - 0.2 * 1797) <= 10
+    for label in range(10):
+        share = np.mean(y_test == label) / np.mean(labels == label)
+        assert 0.9 < share < 1.1
+    again = train_test_split(images, labels, 0.2, seed=3)
+    np.testing.assert_array_equal(again[3], y_test)
+    np.testing.assert_array_equal(again[0], x_train)
+    ids_train, _, ids_test, _ = train_test_split(np.arange(1797), labels, 0.2, seed=3)
+    assert sorted(np.concatenate([ids_train, ids_test]).tolist()) == list(range(1797))
+
+
+def test_split_rejects_bad_fraction():
+    images, labels = load_digits()
+    with pytest.raises(ValueError, match="test_fraction must be in"):
+        train_test_split(images, labels, 1.5)
