@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 
 
@@ -15,3 +17,20 @@ def to_numpy(a):
 def to_torch(torch, a):
     """A float64/float32 NumPy array as a leaf torch tensor that requires grad."""
     return torch.tensor(np.asarray(a), requires_grad=True)
+
+
+TYPE_CODES = {
+    np.uint8: 0x08,
+    np.int8: 0x09,
+    np.int16: 0x0B,
+    np.int32: 0x0C,
+    np.float32: 0x0D,
+    np.float64: 0x0E,
+}
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Encode an array in the IDX format (big-endian), independently of the loader."""
+    header = bytes([0, 0, TYPE_CODES[array.dtype.type], array.ndim])
+    header += b"".join(struct.pack(">I", s) for s in array.shape)
+    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
