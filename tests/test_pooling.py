@@ -8,6 +8,8 @@ of bad inputs pins down the error messages; hypothesis draws random configuratio
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 from helpers import to_numpy
@@ -76,6 +78,10 @@ AVG_CASES = [
     for name, shape, options in AVG_CASES
     for flag in (True, False)
 ]
+
+requires_torch = pytest.mark.skipif(
+    importlib.util.find_spec("torch") is None, reason="PyTorch is an optional test dependency"
+)
 
 
 def _params(cases):
@@ -378,6 +384,7 @@ def pool_configurations(draw, *, dilation):
     return shape, options
 
 
+@requires_torch
 @settings(max_examples=40)
 @given(pool_configurations(dilation=True), st.integers(0, 2**32 - 1))
 def test_max_pool_random_configurations_match_torch(configuration, seed):
@@ -398,6 +405,7 @@ def test_max_pool_random_configurations_match_torch(configuration, seed):
     np.testing.assert_allclose(max_pool2d_backward(grad_out, x, **options), expected_grad, **EXACT)
 
 
+@requires_torch
 @settings(max_examples=40)
 @given(pool_configurations(dilation=False), st.booleans(), st.integers(0, 2**32 - 1))
 def test_avg_pool_random_configurations_match_torch(configuration, count_include_pad, seed):
@@ -417,6 +425,7 @@ def test_avg_pool_random_configurations_match_torch(configuration, count_include
     np.testing.assert_allclose(avg_pool2d_backward(grad_out, x, **options), expected_grad, **EXACT)
 
 
+@requires_torch
 @settings(max_examples=30)
 @given(pool_configurations(dilation=True))
 def test_output_size_and_rejection_agree_with_torch(configuration):
