@@ -9,11 +9,9 @@ type and a message that names the argument and the shapes.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
-
 import numpy as np
 import pytest
-from helpers import to_numpy, to_torch
+from helpers import ConvCase, to_numpy, to_torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,29 +24,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even k
 VS_TORCH = {"rtol": 1e-10, "atol": 1e-12}
 SAME_MATH = {"rtol": 1e-12, "atol": 1e-12}  # same formula, different summation order
 FLOAT32 = {"rtol": 1e-4, "atol": 1e-5}
-
-
-class ConvCase(NamedTuple):
-    x_shape: tuple[int, int, int, int]  # (N, C_in, H, W)
-    # conv: (C_out, C_in/g, kH, kW); transposed: (C_in, C_out/g, kH, kW)
-    weight_shape: tuple[int, int, int, int]
-    stride: Any = 1
-    padding: Any = 0
-    dilation: Any = 1
-    groups: int = 1
-    bias: bool = True
-    output_padding: Any = 0  # transposed only
-
-    def conv_options(self) -> dict[str, Any]:
-        return {
-            "stride": self.stride,
-            "padding": self.padding,
-            "dilation": self.dilation,
-            "groups": self.groups,
-        }
-
-    def transpose_options(self) -> dict[str, Any]:
-        return {**self.conv_options(), "output_padding": self.output_padding}
 
 
 CONV_CASES = {

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pytest
 import sympy
-from helpers import to_torch
+from helpers import ConvCase, to_torch
 
 from cnnbp_ref.conv import conv2d, conv2d_backward, conv_transpose2d
 from cnnbp_ref.naive import (
@@ -30,18 +30,6 @@ from cnnbp_ref.symbolic import assert_sym_equal, grad_of_inner, symbol_array
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
 
 TIGHT = {"rtol": 1e-12, "atol": 1e-12}
-
-
-class ConvCase(NamedTuple):
-    x_shape: tuple[int, int, int, int]  # (N, C_in, H, W)
-    # conv: (C_out, C_in/groups, kH, kW); transposed: (C_in, C_out/groups, kH, kW)
-    weight_shape: tuple[int, int, int, int]
-    stride: Any = 1
-    padding: Any = 0
-    dilation: Any = 1
-    groups: int = 1
-    bias: bool = True
-    output_padding: Any = 0  # transposed convolution only
 
 
 CONV_CASES = {
