@@ -13,12 +13,20 @@ array-API slicing, so the same code runs on NumPy, CuPy and ``array_api_strict``
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
 import array_api_compat
 
-__all__ = ["output_size", "pad_spatial", "crop_spatial", "extract_windows", "accumulate_windows"]
+__all__ = [
+    "output_size",
+    "pad_spatial",
+    "crop_spatial",
+    "window_slices",
+    "extract_windows",
+    "accumulate_windows",
+]
 
 Pair = tuple[int, int]
 Pads = tuple[Pair, Pair]  # ((top, bottom), (left, right))
@@ -32,6 +40,16 @@ def output_size(size: int, kernel: int, stride: int, dilation: int, pad_total: i
 def _offset_slice(offset: int, stride: int, dilation: int, out: int) -> slice:
     start = offset * dilation
     return slice(start, start + stride * (out - 1) + 1, stride)
+
+
+def window_slices(
+    kernel: Pair, stride: Pair, dilation: Pair, out: Pair
+) -> Iterator[tuple[int, int, slice, slice]]:
+    """``(i, j, rows, columns)`` for every kernel offset, row-major: ``xpad[..., rows, columns]`` is ``(..., OH, OW)``."""
+    for i in range(kernel[0]):
+        rows = _offset_slice(i, stride[0], dilation[0], out[0])
+        for j in range(kernel[1]):
+            yield i, j, rows, _offset_slice(j, stride[1], dilation[1], out[1])
 
 
 def pad_spatial(xp: ModuleType, x: Any, pads: Pads, value: float = 0.0) -> Any:
@@ -73,11 +91,8 @@ def extract_windows(
         device=array_api_compat.device(xpad),
     )
     before = (slice(None),) * axis
-    for i in range(kernel[0]):
-        rows = _offset_slice(i, stride[0], dilation[0], out[0])
-        for j in range(kernel[1]):
-            columns = _offset_slice(j, stride[1], dilation[1], out[1])
-            cols[(*before, i, j, ...)] = xpad[..., rows, columns]
+    for i, j, rows, columns in window_slices(kernel, stride, dilation, out):
+        cols[(*before, i, j, ...)] = xpad[..., rows, columns]
     return cols
 
 
@@ -94,9 +109,6 @@ def accumulate_windows(
     lead = shape[:axis] + shape[axis + 2 : -2]
     total = xp.zeros((*lead, *padded), dtype=cols.dtype, device=array_api_compat.device(cols))
     before = (slice(None),) * axis
-    for i in range(kernel[0]):
-        rows = _offset_slice(i, stride[0], dilation[0], out[0])
-        for j in range(kernel[1]):
-            columns = _offset_slice(j, stride[1], dilation[1], out[1])
-            total[..., rows, columns] += cols[(*before, i, j, ...)]
+    for i, j, rows, columns in window_slices(kernel, stride, dilation, out):
+        total[..., rows, columns] += cols[(*before, i, j, ...)]
     return total

@@ -3,15 +3,18 @@
 Semantics match ``torch.nn.functional.max_pool2d`` and ``avg_pool2d`` (CPU) for the same
 arguments, including ``ceil_mode``, ``count_include_pad`` and PyTorch's tie and NaN rules.
 
-Both are built on the window helpers of :mod:`cnnbp_ref._windows`. With
-``windows: (N, C, kh*kw, OH, OW)`` the padded input cut into windows,
+Both loop over the ``kh*kw`` kernel offsets (:func:`cnnbp_ref._windows.window_slices`): for
+offset ``(i, j)`` the pixels that meet it, over all output positions, are one strided slice
+``xpad[..., rows, columns]: (N, C, OH, OW)`` of the padded input. Nothing of size ``kh*kw``
+times the output is ever built; each pass keeps a running result of the output's size.
 
-* max pool:  ``Y = max_k windows[:, :, k]`` (padding is ``-inf``, so it never wins). The
-  gradient flows to one input pixel per window, the *winner*: the backward is the one-hot of
-  the winner per kernel offset times ``Ȳ``, summed back onto the pixels (col2im), then cropped.
-  Overlapping windows (stride < kernel) add up there.
-* avg pool:  ``Y = sum_k windows[:, :, k] / divisor`` (padding is zero). The backward spreads
-  ``Ȳ / divisor`` uniformly over each window with the same col2im.
+* max pool:  ``Y`` is the running maximum over the offsets (padding is ``-inf``, so it never
+  wins). The gradient flows to one input pixel per window, the *winner*, tracked as a running
+  "best offset" index beside the maximum; the backward adds ``Ȳ`` where the winner is offset
+  ``(i, j)`` onto that offset's slice of the (padded) gradient, then crops. Overlapping windows
+  (stride < kernel) add up there.
+* avg pool:  ``Y`` is the running sum over the offsets divided by the window's divisor (padding
+  is zero). The backward adds ``Ȳ / divisor`` onto every offset's slice the same way.
 
 The output size on each axis is PyTorch's ``pooling_output_shape``::
 
@@ -22,6 +25,7 @@ and in ``ceil_mode`` a last window that would start in the right padding is drop
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -30,7 +34,7 @@ import array_api_compat
 
 from cnnbp_ref._backend import check_float_array, check_same_dtype, namespace
 from cnnbp_ref._checks import check_ndim, check_shape, pair
-from cnnbp_ref._windows import Pads, accumulate_windows, crop_spatial, extract_windows, pad_spatial
+from cnnbp_ref._windows import Pads, crop_spatial, pad_spatial, window_slices
 
 __all__ = [
     "avg_pool2d",
@@ -141,26 +145,24 @@ def _check_grad_out(xp: ModuleType, grad_out: Any, x: Any, geometry: _PoolGeomet
     check_shape("grad_out", grad_out, (int(x.shape[0]), int(x.shape[1]), *geometry.out))
 
 
-def _windows(xp: ModuleType, x: Any, geometry: _PoolGeometry, pad_value: float) -> Any:
-    """The padded input cut into windows: ``(N, C, kh*kw, OH, OW)``, offsets in row-major order."""
+def _offset_views(
+    xp: ModuleType, x: Any, geometry: _PoolGeometry, pad_value: float
+) -> Iterator[tuple[int, Any]]:
+    """``(k, view)`` per kernel offset ``k = i*kw + j`` (row-major), ``view: (N, C, OH, OW)``, of ``x`` padded with ``pad_value``."""
     g = geometry
     xpad = pad_spatial(xp, x, g.pads, pad_value)  # (N, C, Hp, Wp)
-    windows = extract_windows(
-        xp, xpad, g.kernel, g.stride, g.dilation, g.out, axis=2
-    )  # (N, C, kh, kw, OH, OW)
-    n, c = windows.shape[:2]
-    return xp.reshape(windows, (n, c, g.kernel[0] * g.kernel[1], *g.out))  # (N, C, kh*kw, OH, OW)
+    for i, j, rows, columns in window_slices(g.kernel, g.stride, g.dilation, g.out):
+        yield i * g.kernel[1] + j, xpad[..., rows, columns]
 
 
-def _spread(xp: ModuleType, cols: Any, geometry: _PoolGeometry) -> Any:
-    """col2im and crop: ``cols: (N, C, kh*kw, OH, OW)`` -> the input gradient ``(N, C, H, W)``."""
+def _spread(xp: ModuleType, contributions: Any, like: Any, geometry: _PoolGeometry) -> Any:
+    """col2im and crop: add ``contributions(k): (N, C, OH, OW)`` onto offset ``k``'s slice, ``-> (N, C, H, W)``."""
     g = geometry
-    n, c = cols.shape[:2]
-    cols = xp.reshape(cols, (n, c, *g.kernel, *g.out))  # (N, C, kh, kw, OH, OW)
-    grad_padded = accumulate_windows(
-        xp, cols, g.padded, g.kernel, g.stride, g.dilation, axis=2
-    )  # (N, C, Hp, Wp)
-    return crop_spatial(grad_padded, g.pads, g.in_size)
+    n, c = int(like.shape[0]), int(like.shape[1])
+    grad_padded = xp.zeros((n, c, *g.padded), dtype=like.dtype, device=array_api_compat.device(like))
+    for i, j, rows, columns in window_slices(g.kernel, g.stride, g.dilation, g.out):
+        grad_padded[..., rows, columns] += contributions(i * g.kernel[1] + j)
+    return crop_spatial(grad_padded, g.pads, g.in_size)  # (N, C, H, W)
 
 
 def _tap_positions(xp: ModuleType, geometry: _PoolGeometry, axis: int, device: Any) -> Any:
@@ -175,35 +177,48 @@ def _tap_positions(xp: ModuleType, geometry: _PoolGeometry, axis: int, device: A
 # max pooling
 
 
-def _max_pool(xp: ModuleType, x: Any, geometry: _PoolGeometry) -> tuple[Any, Any, Any]:
-    """The pooled maximum, the winning kernel offset and whether a window covers any pixel.
+def _first_inside(xp: ModuleType, geometry: _PoolGeometry, device: Any) -> Any:
+    """Flat offset ``i*kw + j`` of each window's first input pixel in row-major order, ``(OH, OW)``; ``-1`` if none."""
+    g = geometry
+    found = []
+    for axis in range(2):
+        taps = _tap_positions(xp, g, axis, device)  # (k, O)
+        inside = (taps >= 0) & (taps < g.in_size[axis])
+        found.append((xp.argmax(xp.astype(inside, xp.int8), axis=0), xp.any(inside, axis=0)))  # (O,), (O,)
+    (first_row, any_row), (first_col, any_col) = found
+    first = first_row[:, None] * g.kernel[1] + first_col[None, :]  # (OH, OW)
+    return xp.where(any_row[:, None] & any_col[None, :], first, xp.full_like(first, -1))
 
-    Returns ``out: (N, C, OH, OW)``, ``winner: (N, C, OH, OW)`` (the flat offset ``i*kw + j`` of
-    the input pixel that receives the gradient) and ``covers: (OH, OW)``.
 
-    The winner follows PyTorch's scan of each window in row-major order, which keeps the first
-    pixel that is strictly greater than everything before it, but switches to any NaN it meets:
-    so it is the *first* maximum, or the *last* NaN when the window holds a NaN. Padding never
-    wins, not even against an input of ``-inf``.
+def _max_pool(xp: ModuleType, x: Any, geometry: _PoolGeometry) -> tuple[Any, Any]:
+    """The pooled maximum and the winning kernel offset, one running pass over the offsets.
+
+    Returns ``out: (N, C, OH, OW)`` and ``winner: (N, C, OH, OW)``, the flat offset ``i*kw + j``
+    of the input pixel that receives the gradient, or ``-1`` for a window covering no pixel, in
+    the smallest signed integer type that holds ``kh*kw``.
+
+    The winner follows PyTorch's scan of each window in row-major order: start at the window's
+    first input pixel, then switch to a pixel that is strictly greater than the best so far, or
+    is NaN. So it is the *first* maximum, or the *last* NaN when the window holds a NaN. Padding
+    (``-inf``) is never strictly greater, so it never wins, not even against an input of ``-inf``.
+    The scan's best value is the running ``maximum`` (NaN sticks), and since the offsets only
+    grow, a switch to offset ``k`` is ``winner = maximum(winner, k)`` where the pixel takes over:
+    integer arithmetic, much cheaper than a ``where`` on a random mask.
     """
     g = geometry
     device = array_api_compat.device(x)
-    windows = _windows(xp, x, g, -float("inf"))  # (N, C, K, OH, OW), K = kh*kw
-    out = xp.max(windows, axis=2)  # (N, C, OH, OW); NaN propagates, as in PyTorch
-
-    rows = _tap_positions(xp, g, 0, device)  # (kh, OH)
-    cols = _tap_positions(xp, g, 1, device)  # (kw, OW)
-    rows_inside = (rows >= 0) & (rows < g.in_size[0])
-    cols_inside = (cols >= 0) & (cols < g.in_size[1])
-    inside = rows_inside[:, None, :, None] & cols_inside[None, :, None, :]  # (kh, kw, OH, OW)
-    inside = xp.reshape(inside, (g.kernel[0] * g.kernel[1], *g.out))  # (K, OH, OW)
-
-    is_max = (windows == xp.expand_dims(out, axis=2)) & inside  # (N, C, K, OH, OW)
-    is_nan = xp.isnan(windows)  # padding is -inf, never NaN
-    first_max = xp.argmax(xp.astype(is_max, xp.int8), axis=2)  # (N, C, OH, OW)
-    last_nan = windows.shape[2] - 1 - xp.argmax(xp.flip(xp.astype(is_nan, xp.int8), axis=2), axis=2)
-    winner = xp.where(xp.any(is_nan, axis=2), last_nan, first_max)  # (N, C, OH, OW)
-    return out, winner, xp.any(inside, axis=0)
+    shape = (int(x.shape[0]), int(x.shape[1]), *g.out)
+    best = xp.full(shape, -float("inf"), dtype=x.dtype, device=device)  # (N, C, OH, OW)
+    # the winner plus one (0: no pixel yet) in the smallest integer type that holds kh*kw
+    index_type = xp.int8 if g.kernel[0] * g.kernel[1] < 127 else xp.int32
+    first = xp.astype(_first_inside(xp, g, device) + 1, index_type)  # (OH, OW)
+    winner = xp.broadcast_to(first, shape)  # (N, C, OH, OW)
+    has_nan = bool(xp.any(xp.isnan(x)))  # one pass over x saves an isnan per offset when False
+    for k, values in _offset_views(xp, x, g, -float("inf")):
+        takes_over = (values > best) | xp.isnan(values) if has_nan else values > best  # (N, C, OH, OW)
+        best = xp.maximum(best, values)
+        winner = xp.maximum(winner, xp.astype(takes_over, index_type) * (k + 1))
+    return best, winner - 1
 
 
 def max_pool2d(
@@ -234,8 +249,11 @@ def max_pool2d(
     """
     xp = namespace(x=x)
     geometry = _pool_geometry(xp, x, kernel_size, stride, padding, dilation, ceil_mode)
-    windows = _windows(xp, x, geometry, -float("inf"))  # (N, C, kh*kw, OH, OW)
-    return xp.max(windows, axis=2)  # (N, C, OH, OW)
+    out = None
+    for _, values in _offset_views(xp, x, geometry, -float("inf")):
+        out = values if out is None else xp.maximum(out, values)  # (N, C, OH, OW); NaN propagates
+    # a 1x1 kernel leaves a view of x: copy it so that the result never aliases the input
+    return xp.asarray(out, copy=True) if geometry.kernel == (1, 1) else out
 
 
 def max_pool2d_backward(
@@ -267,13 +285,12 @@ def max_pool2d_backward(
     xp = namespace(grad_out=grad_out, x=x)
     geometry = _pool_geometry(xp, x, kernel_size, stride, padding, dilation, ceil_mode)
     _check_grad_out(xp, grad_out, x, geometry)
-    _, winner, _ = _max_pool(xp, x, geometry)
-    kernel_area = geometry.kernel[0] * geometry.kernel[1]
-    offsets = xp.reshape(xp.arange(kernel_area, device=array_api_compat.device(x)), (kernel_area, 1, 1))
-    one_hot = xp.expand_dims(winner, axis=2) == offsets  # (N, C, K, OH, OW)
+    _, winner = _max_pool(xp, x, geometry)
+    if bool(xp.all(xp.isfinite(grad_out))):
+        # multiplying by the 0/1 mask is exact for finite entries and much faster than where
+        return _spread(xp, lambda k: grad_out * xp.astype(winner == k, grad_out.dtype), grad_out, geometry)
     zero = xp.zeros((), dtype=grad_out.dtype, device=array_api_compat.device(grad_out))
-    cols = xp.where(one_hot, xp.expand_dims(grad_out, axis=2), zero)  # (N, C, K, OH, OW)
-    return _spread(xp, cols, geometry)
+    return _spread(xp, lambda k: xp.where(winner == k, grad_out, zero), grad_out, geometry)
 
 
 def max_pool2d_argmax(
@@ -294,13 +311,14 @@ def max_pool2d_argmax(
     xp = namespace(x=x)
     g = _pool_geometry(xp, x, kernel_size, stride, padding, dilation, ceil_mode)
     device = array_api_compat.device(x)
-    _, winner, covers = _max_pool(xp, x, g)
+    _, winner = _max_pool(xp, x, g)
+    winner = xp.astype(winner, xp.int64)  # (N, C, OH, OW), the index arithmetic below needs room
     out_rows = xp.reshape(xp.arange(g.out[0], device=device), (g.out[0], 1))  # (OH, 1)
     out_cols = xp.arange(g.out[1], device=device)  # (OW,)
     rows = out_rows * g.stride[0] - g.padding[0] + (winner // g.kernel[1]) * g.dilation[0]  # (N, C, OH, OW)
     cols = out_cols * g.stride[1] - g.padding[1] + (winner % g.kernel[1]) * g.dilation[1]  # (N, C, OH, OW)
     indices = rows * g.in_size[1] + cols
-    return xp.where(covers, indices, xp.full_like(indices, -1))
+    return xp.where(winner >= 0, indices, xp.full_like(indices, -1))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,9 +375,11 @@ def avg_pool2d(
     xp = namespace(x=x)
     geometry = _pool_geometry(xp, x, kernel_size, stride, padding, 1, ceil_mode)
     count_include_pad = _check_flag("count_include_pad", count_include_pad)
-    windows = _windows(xp, x, geometry, 0.0)  # (N, C, kh*kw, OH, OW)
+    total = None
+    for _, values in _offset_views(xp, x, geometry, 0.0):
+        total = values if total is None else total + values  # (N, C, OH, OW), the window sums
     divisor = _avg_divisor(xp, geometry, count_include_pad, x.dtype, array_api_compat.device(x))  # (OH, OW)
-    return xp.sum(windows, axis=2) / divisor  # (N, C, OH, OW)
+    return total / divisor  # (N, C, OH, OW)
 
 
 def avg_pool2d_backward(
@@ -391,7 +411,5 @@ def avg_pool2d_backward(
     _check_grad_out(xp, grad_out, x, geometry)
     device = array_api_compat.device(grad_out)
     divisor = _avg_divisor(xp, geometry, count_include_pad, grad_out.dtype, device)  # (OH, OW)
-    share = xp.expand_dims(grad_out / divisor, axis=2)  # (N, C, 1, OH, OW)
-    kernel_area = geometry.kernel[0] * geometry.kernel[1]
-    cols = xp.broadcast_to(share, (*share.shape[:2], kernel_area, *geometry.out))  # (N, C, K, OH, OW)
-    return _spread(xp, cols, geometry)
+    share = grad_out / divisor  # (N, C, OH, OW)
+    return _spread(xp, lambda k: share, grad_out, geometry)

@@ -560,3 +560,41 @@ BAD_INPUTS = [
 def test_bad_inputs_raise_naming_the_argument(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+# ---------------------------------------------------------------------------------------------
+# batch blocks: large batches run in several products; the result must not depend on the split
+
+
+@pytest.fixture
+def one_sample_blocks(monkeypatch):
+    """Make every sample its own block, so the multi-block path runs on small test shapes."""
+    import cnnbp_ref.conv
+
+    monkeypatch.setattr(cnnbp_ref.conv, "_BLOCK_BYTES", 1)
+
+
+@conv_cases
+def test_conv2d_batch_blocks_give_the_same_result(xp, rng, case, request):
+    x, weight, bias = _arrays(case, rng, transposed=False)
+    options = case.conv_options()
+    y = conv2d(x, weight, bias, **options)
+    grad_out = rng.standard_normal(y.shape)
+    expected = conv2d_backward(grad_out, x, weight, **options)
+    request.getfixturevalue("one_sample_blocks")
+    on_xp = [None if a is None else xp.asarray(a) for a in (x, weight, bias, grad_out)]
+    np.testing.assert_allclose(to_numpy(conv2d(*on_xp[:3], **options)), y, **SAME_MATH)
+    _assert_all_close(conv2d_backward(on_xp[3], *on_xp[:2], **options), expected, SAME_MATH)
+
+
+@transpose_cases
+def test_conv_transpose2d_batch_blocks_give_the_same_result(xp, rng, case, request):
+    x, weight, bias = _arrays(case, rng, transposed=True)
+    options = case.transpose_options()
+    y = conv_transpose2d(x, weight, bias, **options)
+    grad_out = rng.standard_normal(y.shape)
+    expected = conv_transpose2d_backward(grad_out, x, weight, **options)
+    request.getfixturevalue("one_sample_blocks")
+    on_xp = [None if a is None else xp.asarray(a) for a in (x, weight, bias, grad_out)]
+    np.testing.assert_allclose(to_numpy(conv_transpose2d(*on_xp[:3], **options)), y, **SAME_MATH)
+    _assert_all_close(conv_transpose2d_backward(on_xp[3], *on_xp[:2], **options), expected, SAME_MATH)
