@@ -9,6 +9,9 @@ type and a message that names the argument and the shapes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
 import numpy as np
 import pytest
 from helpers import ConvCase, to_numpy, to_torch
@@ -94,146 +97,109 @@ def _assert_all_close(actual, expected, tolerance):
         np.testing.assert_allclose(to_numpy(a), e, **tolerance)
 
 
-conv_cases = pytest.mark.parametrize("case", CONV_CASES.values(), ids=CONV_CASES.keys())
-transpose_cases = pytest.mark.parametrize("case", TRANSPOSE_CASES.values(), ids=TRANSPOSE_CASES.keys())
+class ConvFamily(NamedTuple):
+    """A forward function with its backward and its plain-loop twins (``None`` where there is none)."""
+
+    forward: Callable
+    backward: Callable
+    forward_loops: Callable
+    backward_loops: Callable | None
+    transposed: bool
+
+    def options(self, case: ConvCase) -> dict[str, Any]:
+        return case.transpose_options() if self.transposed else case.conv_options()
+
+
+CONV2D = ConvFamily(conv2d, conv2d_backward, conv2d_loops, conv2d_backward_loops, transposed=False)
+CONV_TRANSPOSE2D = ConvFamily(
+    conv_transpose2d, conv_transpose2d_backward, conv_transpose2d_loops, None, transposed=True
+)
+
+family_cases = pytest.mark.parametrize(
+    ("family", "case"),
+    [pytest.param(CONV2D, case, id=f"conv2d-{name}") for name, case in CONV_CASES.items()]
+    + [
+        pytest.param(CONV_TRANSPOSE2D, case, id=f"conv_transpose2d-{name}")
+        for name, case in TRANSPOSE_CASES.items()
+    ],
+)
 
 
 # ---------------------------------------------------------------------------------------------
-# conv2d
+# conv2d and conv_transpose2d, case by case
 
 
 @pytest.mark.torch
-@conv_cases
-def test_conv2d_matches_torch(torch, rng, case):
-    x, weight, bias = _arrays(case, rng, transposed=False)
-    expected, grad_out, expected_grads = _torch_reference(torch, case, x, weight, bias, False, rng)
-    np.testing.assert_allclose(conv2d(x, weight, bias, **case.conv_options()), expected, **VS_TORCH)
-    _assert_all_close(conv2d_backward(grad_out, x, weight, **case.conv_options()), expected_grads, VS_TORCH)
-
-
-@conv_cases
-def test_conv2d_backward_matches_finite_differences(rng, case):
-    x, weight, bias = _arrays(case, rng, transposed=False)
-    options = case.conv_options()
-    grad_out = rng.standard_normal(conv2d(x, weight, None, **options).shape)
-    grad_x, grad_weight, grad_bias = conv2d_backward(grad_out, x, weight, **options)
-    bias = np.zeros(weight.shape[0]) if bias is None else bias
-
-    check_gradient(lambda x_: np.sum(grad_out * conv2d(x_, weight, bias, **options)), x, grad_x)
-    check_gradient(lambda w_: np.sum(grad_out * conv2d(x, w_, bias, **options)), weight, grad_weight)
-    check_gradient(lambda b_: np.sum(grad_out * conv2d(x, weight, b_, **options)), bias, grad_bias)
-
-
-@conv_cases
-def test_conv2d_equals_naive_loops(rng, case):
-    x, weight, bias = _arrays(case, rng, transposed=False)
-    options = case.conv_options()
-    y = conv2d(x, weight, bias, **options)
-    np.testing.assert_allclose(y, conv2d_loops(x, weight, bias, **options), **SAME_MATH)
-    grad_out = rng.standard_normal(y.shape)
-    _assert_all_close(
-        conv2d_backward(grad_out, x, weight, **options),
-        conv2d_backward_loops(grad_out, x, weight, **options),
-        SAME_MATH,
+@family_cases
+def test_matches_torch(torch, rng, family, case):
+    x, weight, bias = _arrays(case, rng, transposed=family.transposed)
+    expected, grad_out, expected_grads = _torch_reference(
+        torch, case, x, weight, bias, family.transposed, rng
     )
+    options = family.options(case)
+    np.testing.assert_allclose(family.forward(x, weight, bias, **options), expected, **VS_TORCH)
+    _assert_all_close(family.backward(grad_out, x, weight, **options), expected_grads, VS_TORCH)
 
 
-@conv_cases
-def test_conv2d_preserves_float32(rng, case):
-    x, weight, bias = _arrays(case, rng, transposed=False, dtype=np.float32)
-    options = case.conv_options()
-    y = conv2d(x, weight, bias, **options)
-    grad_out = np.ones(y.shape, dtype=np.float32)
-    grads = conv2d_backward(grad_out, x, weight, **options)
-    assert [a.dtype for a in (y, *grads)] == [np.float32] * 4
-    as64 = [None if a is None else a.astype(np.float64) for a in (x, weight, bias, grad_out)]
-    np.testing.assert_allclose(y, conv2d(*as64[:3], **options), **FLOAT32)
-    _assert_all_close(grads, conv2d_backward(as64[3], *as64[:2], **options), FLOAT32)
-
-
-@conv_cases
-def test_conv2d_same_result_in_every_namespace(xp, rng, case):
-    x, weight, bias = _arrays(case, rng, transposed=False)
-    options = case.conv_options()
-    y = conv2d(x, weight, bias, **options)
-    grad_out = rng.standard_normal(y.shape)
-    on_xp = [None if a is None else xp.asarray(a) for a in (x, weight, bias, grad_out)]
-    np.testing.assert_allclose(to_numpy(conv2d(*on_xp[:3], **options)), y, **SAME_MATH)
-    _assert_all_close(
-        conv2d_backward(on_xp[3], *on_xp[:2], **options),
-        conv2d_backward(grad_out, x, weight, **options),
-        SAME_MATH,
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# conv_transpose2d
-
-
-@pytest.mark.torch
-@transpose_cases
-def test_conv_transpose2d_matches_torch(torch, rng, case):
-    x, weight, bias = _arrays(case, rng, transposed=True)
-    expected, grad_out, expected_grads = _torch_reference(torch, case, x, weight, bias, True, rng)
-    np.testing.assert_allclose(
-        conv_transpose2d(x, weight, bias, **case.transpose_options()), expected, **VS_TORCH
-    )
-    _assert_all_close(
-        conv_transpose2d_backward(grad_out, x, weight, **case.transpose_options()), expected_grads, VS_TORCH
-    )
-
-
-@transpose_cases
-def test_conv_transpose2d_backward_matches_finite_differences(rng, case):
-    x, weight, bias = _arrays(case, rng, transposed=True)
-    options = case.transpose_options()
-    grad_out = rng.standard_normal(conv_transpose2d(x, weight, None, **options).shape)
-    grad_x, grad_weight, grad_bias = conv_transpose2d_backward(grad_out, x, weight, **options)
+@family_cases
+def test_backward_matches_finite_differences(rng, family, case):
+    x, weight, bias = _arrays(case, rng, transposed=family.transposed)
+    options = family.options(case)
+    forward = family.forward
+    grad_out = rng.standard_normal(forward(x, weight, None, **options).shape)
+    grad_x, grad_weight, grad_bias = family.backward(grad_out, x, weight, **options)
     bias = np.zeros(grad_out.shape[1]) if bias is None else bias
 
-    check_gradient(lambda x_: np.sum(grad_out * conv_transpose2d(x_, weight, bias, **options)), x, grad_x)
-    check_gradient(
-        lambda w_: np.sum(grad_out * conv_transpose2d(x, w_, bias, **options)), weight, grad_weight
-    )
-    check_gradient(lambda b_: np.sum(grad_out * conv_transpose2d(x, weight, b_, **options)), bias, grad_bias)
+    check_gradient(lambda x_: np.sum(grad_out * forward(x_, weight, bias, **options)), x, grad_x)
+    check_gradient(lambda w_: np.sum(grad_out * forward(x, w_, bias, **options)), weight, grad_weight)
+    check_gradient(lambda b_: np.sum(grad_out * forward(x, weight, b_, **options)), bias, grad_bias)
 
 
-@transpose_cases
-def test_conv_transpose2d_equals_naive_loops(rng, case):
-    x, weight, bias = _arrays(case, rng, transposed=True)
-    np.testing.assert_allclose(
-        conv_transpose2d(x, weight, bias, **case.transpose_options()),
-        conv_transpose2d_loops(x, weight, bias, **case.transpose_options()),
-        **SAME_MATH,
-    )
+@family_cases
+def test_equals_naive_loops(rng, family, case):
+    x, weight, bias = _arrays(case, rng, transposed=family.transposed)
+    options = family.options(case)
+    y = family.forward(x, weight, bias, **options)
+    np.testing.assert_allclose(y, family.forward_loops(x, weight, bias, **options), **SAME_MATH)
+    if family.backward_loops is not None:
+        grad_out = rng.standard_normal(y.shape)
+        _assert_all_close(
+            family.backward(grad_out, x, weight, **options),
+            family.backward_loops(grad_out, x, weight, **options),
+            SAME_MATH,
+        )
 
 
-@transpose_cases
-def test_conv_transpose2d_preserves_float32(rng, case):
-    x, weight, bias = _arrays(case, rng, transposed=True, dtype=np.float32)
-    options = case.transpose_options()
-    y = conv_transpose2d(x, weight, bias, **options)
+@family_cases
+def test_preserves_float32(rng, family, case):
+    x, weight, bias = _arrays(case, rng, transposed=family.transposed, dtype=np.float32)
+    options = family.options(case)
+    y = family.forward(x, weight, bias, **options)
     grad_out = np.ones(y.shape, dtype=np.float32)
-    grads = conv_transpose2d_backward(grad_out, x, weight, **options)
+    grads = family.backward(grad_out, x, weight, **options)
     assert [a.dtype for a in (y, *grads)] == [np.float32] * 4
     as64 = [None if a is None else a.astype(np.float64) for a in (x, weight, bias, grad_out)]
-    np.testing.assert_allclose(y, conv_transpose2d(*as64[:3], **options), **FLOAT32)
-    _assert_all_close(grads, conv_transpose2d_backward(as64[3], *as64[:2], **options), FLOAT32)
+    np.testing.assert_allclose(y, family.forward(*as64[:3], **options), **FLOAT32)
+    _assert_all_close(grads, family.backward(as64[3], *as64[:2], **options), FLOAT32)
 
 
-@transpose_cases
-def test_conv_transpose2d_same_result_in_every_namespace(xp, rng, case):
-    x, weight, bias = _arrays(case, rng, transposed=True)
-    options = case.transpose_options()
-    y = conv_transpose2d(x, weight, bias, **options)
+def _assert_same_result_on(xp, rng, family, case, before_namespace_run=None):
+    """``family`` on ``xp`` arrays gives the NumPy results; ``before_namespace_run`` runs in between."""
+    x, weight, bias = _arrays(case, rng, transposed=family.transposed)
+    options = family.options(case)
+    y = family.forward(x, weight, bias, **options)
     grad_out = rng.standard_normal(y.shape)
+    grads = family.backward(grad_out, x, weight, **options)
+    if before_namespace_run is not None:
+        before_namespace_run()
     on_xp = [None if a is None else xp.asarray(a) for a in (x, weight, bias, grad_out)]
-    np.testing.assert_allclose(to_numpy(conv_transpose2d(*on_xp[:3], **options)), y, **SAME_MATH)
-    _assert_all_close(
-        conv_transpose2d_backward(on_xp[3], *on_xp[:2], **options),
-        conv_transpose2d_backward(grad_out, x, weight, **options),
-        SAME_MATH,
-    )
+    np.testing.assert_allclose(to_numpy(family.forward(*on_xp[:3], **options)), y, **SAME_MATH)
+    _assert_all_close(family.backward(on_xp[3], *on_xp[:2], **options), grads, SAME_MATH)
+
+
+@family_cases
+def test_same_result_in_every_namespace(xp, rng, family, case):
+    _assert_same_result_on(xp, rng, family, case)
 
 
 def test_conv_transpose2d_is_the_input_gradient_of_conv2d(rng):
@@ -574,27 +540,7 @@ def one_sample_blocks(monkeypatch):
     monkeypatch.setattr(cnnbp_ref.conv, "_BLOCK_BYTES", 1)
 
 
-@conv_cases
-def test_conv2d_batch_blocks_give_the_same_result(xp, rng, case, request):
-    x, weight, bias = _arrays(case, rng, transposed=False)
-    options = case.conv_options()
-    y = conv2d(x, weight, bias, **options)
-    grad_out = rng.standard_normal(y.shape)
-    expected = conv2d_backward(grad_out, x, weight, **options)
-    request.getfixturevalue("one_sample_blocks")
-    on_xp = [None if a is None else xp.asarray(a) for a in (x, weight, bias, grad_out)]
-    np.testing.assert_allclose(to_numpy(conv2d(*on_xp[:3], **options)), y, **SAME_MATH)
-    _assert_all_close(conv2d_backward(on_xp[3], *on_xp[:2], **options), expected, SAME_MATH)
-
-
-@transpose_cases
-def test_conv_transpose2d_batch_blocks_give_the_same_result(xp, rng, case, request):
-    x, weight, bias = _arrays(case, rng, transposed=True)
-    options = case.transpose_options()
-    y = conv_transpose2d(x, weight, bias, **options)
-    grad_out = rng.standard_normal(y.shape)
-    expected = conv_transpose2d_backward(grad_out, x, weight, **options)
-    request.getfixturevalue("one_sample_blocks")
-    on_xp = [None if a is None else xp.asarray(a) for a in (x, weight, bias, grad_out)]
-    np.testing.assert_allclose(to_numpy(conv_transpose2d(*on_xp[:3], **options)), y, **SAME_MATH)
-    _assert_all_close(conv_transpose2d_backward(on_xp[3], *on_xp[:2], **options), expected, SAME_MATH)
+@family_cases
+def test_batch_blocks_give_the_same_result(xp, rng, family, case, request):
+    """The one-block results (NumPy) equal the one-sample-block results (every namespace)."""
+    _assert_same_result_on(xp, rng, family, case, lambda: request.getfixturevalue("one_sample_blocks"))
