@@ -8,9 +8,12 @@ rather than deep inside an index computation.
 from __future__ import annotations
 
 import numbers
+from types import ModuleType
 from typing import Any
 
-__all__ = ["pair", "check_ndim", "check_shape", "positive_int"]
+from cnnbp_ref._backend import check_float_array, check_same_dtype
+
+__all__ = ["check_grad_out", "check_ndim", "check_shape", "pair", "positive_int"]
 
 Pair = tuple[int, int]
 
@@ -52,3 +55,10 @@ def check_shape(name: str, x: Any, expected: tuple[int, ...]) -> None:
     """Raise ``ValueError`` unless ``x.shape == expected`` (no broadcasting)."""
     if tuple(x.shape) != tuple(expected):
         raise ValueError(f"{name} must have shape {tuple(expected)}, got {tuple(x.shape)}")
+
+
+def check_grad_out(xp: ModuleType, grad_out: Any, x: Any, expected: tuple[int, ...]) -> None:
+    """``grad_out`` must be a float array of ``x``'s dtype with exactly the forward output's shape."""
+    check_float_array(xp, "grad_out", grad_out)
+    check_same_dtype("grad_out", grad_out, "x", x)
+    check_shape("grad_out", grad_out, expected)

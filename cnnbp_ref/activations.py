@@ -22,8 +22,8 @@ import numbers
 from types import ModuleType
 from typing import Any
 
-from cnnbp_ref._backend import check_float_array, check_same_dtype, namespace
-from cnnbp_ref._checks import check_shape
+from cnnbp_ref._backend import check_float_array, namespace
+from cnnbp_ref._checks import check_grad_out
 
 __all__ = [
     "leaky_relu",
@@ -50,9 +50,7 @@ def _check_forward(x: Any) -> ModuleType:
 def _check_backward(grad_out: Any, x: Any) -> ModuleType:
     xp = namespace(grad_out=grad_out, x=x)
     check_float_array(xp, "x", x)
-    check_float_array(xp, "grad_out", grad_out)
-    check_same_dtype("grad_out", grad_out, "x", x)
-    check_shape("grad_out", grad_out, tuple(x.shape))
+    check_grad_out(xp, grad_out, x, tuple(x.shape))
     return xp
 
 

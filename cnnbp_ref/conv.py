@@ -32,7 +32,7 @@ import array_api_compat
 import numpy as np
 
 from cnnbp_ref._backend import check_float_array, check_same_dtype, namespace
-from cnnbp_ref._checks import check_ndim, check_shape, pair, positive_int
+from cnnbp_ref._checks import check_grad_out, check_ndim, check_shape, pair, positive_int
 from cnnbp_ref._windows import (
     Pads,
     accumulate_windows,
@@ -124,12 +124,6 @@ def _check_bias(xp: ModuleType, bias: Any, x: Any, channels: int) -> None:
     check_float_array(xp, "bias", bias)
     check_same_dtype("bias", bias, "x", x)
     check_shape("bias", bias, (channels,))
-
-
-def _check_grad_out(xp: ModuleType, grad_out: Any, x: Any, expected: tuple[int, ...]) -> None:
-    check_float_array(xp, "grad_out", grad_out)
-    check_same_dtype("grad_out", grad_out, "x", x)
-    check_shape("grad_out", grad_out, expected)
 
 
 def _check_conv_channels(x: Any, weight: Any, groups: int) -> None:
@@ -355,7 +349,7 @@ def conv2d_backward(
     """
     xp = namespace(grad_out=grad_out, x=x, weight=weight)
     geo, groups = _validate_conv2d(xp, x, weight, stride, padding, dilation, groups)
-    _check_grad_out(xp, grad_out, x, (int(x.shape[0]), int(weight.shape[0]), *geo.out))
+    check_grad_out(xp, grad_out, x, (int(x.shape[0]), int(weight.shape[0]), *geo.out))
     n, c_in = int(x.shape[0]), int(x.shape[1])
     weight_parts = []
 
@@ -485,7 +479,7 @@ def conv_transpose2d_backward(
     geo, groups, c_out = _validate_conv_transpose2d(
         xp, x, weight, stride, padding, output_padding, groups, dilation
     )
-    _check_grad_out(xp, grad_out, x, (int(x.shape[0]), c_out, *geo.in_size))
+    check_grad_out(xp, grad_out, x, (int(x.shape[0]), c_out, *geo.in_size))
     n = int(x.shape[0])
     weight_parts = []
 

@@ -32,8 +32,8 @@ from typing import Any
 
 import array_api_compat
 
-from cnnbp_ref._backend import check_float_array, check_same_dtype, namespace
-from cnnbp_ref._checks import check_ndim, check_shape, pair
+from cnnbp_ref._backend import check_float_array, namespace
+from cnnbp_ref._checks import check_grad_out, check_ndim, pair
 from cnnbp_ref._windows import Pads, crop_spatial, pad_spatial, window_slices
 
 __all__ = [
@@ -137,12 +137,6 @@ def _pool_geometry(
             f"dilation={dilation}, ceil_mode={ceil_mode} give an output of size {out}; both must be >= 1"
         )
     return _PoolGeometry(in_size, kernel, stride, padding, dilation, (out[0], out[1]))
-
-
-def _check_grad_out(xp: ModuleType, grad_out: Any, x: Any, geometry: _PoolGeometry) -> None:
-    check_float_array(xp, "grad_out", grad_out)
-    check_same_dtype("grad_out", grad_out, "x", x)
-    check_shape("grad_out", grad_out, (int(x.shape[0]), int(x.shape[1]), *geometry.out))
 
 
 def _offset_views(
@@ -284,7 +278,7 @@ def max_pool2d_backward(
     """
     xp = namespace(grad_out=grad_out, x=x)
     geometry = _pool_geometry(xp, x, kernel_size, stride, padding, dilation, ceil_mode)
-    _check_grad_out(xp, grad_out, x, geometry)
+    check_grad_out(xp, grad_out, x, (int(x.shape[0]), int(x.shape[1]), *geometry.out))
     _, winner = _max_pool(xp, x, geometry)
     if bool(xp.all(xp.isfinite(grad_out))):
         # multiplying by the 0/1 mask is exact for finite entries and much faster than where
@@ -408,7 +402,7 @@ def avg_pool2d_backward(
     xp = namespace(grad_out=grad_out, x=x)
     geometry = _pool_geometry(xp, x, kernel_size, stride, padding, 1, ceil_mode)
     count_include_pad = _check_flag("count_include_pad", count_include_pad)
-    _check_grad_out(xp, grad_out, x, geometry)
+    check_grad_out(xp, grad_out, x, (int(x.shape[0]), int(x.shape[1]), *geometry.out))
     device = array_api_compat.device(grad_out)
     divisor = _avg_divisor(xp, geometry, count_include_pad, grad_out.dtype, device)  # (OH, OW)
     share = grad_out / divisor  # (N, C, OH, OW)
