@@ -10,6 +10,7 @@ on NumPy and CuPy arrays (and any array-API namespace): the namespace comes from
 """
 
 from cnnbp_ref import nn, optim
+from cnnbp_ref._parallel import get_num_threads, set_num_threads
 from cnnbp_ref.activations import (
     leaky_relu,
     leaky_relu_backward,
@@ -44,6 +45,7 @@ __all__ = [
     "conv_transpose2d_backward",
     "cross_entropy",
     "cross_entropy_backward",
+    "get_num_threads",
     "leaky_relu",
     "leaky_relu_backward",
     "linear",
@@ -58,6 +60,7 @@ __all__ = [
     "relative_error",
     "relu",
     "relu_backward",
+    "set_num_threads",
     "sigmoid",
     "sigmoid_backward",
     "softmax",

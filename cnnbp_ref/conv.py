@@ -33,6 +33,7 @@ import numpy as np
 
 from cnnbp_ref._backend import check_float_array, check_same_dtype, namespace
 from cnnbp_ref._checks import check_grad_out, check_ndim, check_shape, pair, positive_int
+from cnnbp_ref._parallel import even_slices, run_all, worker_count
 from cnnbp_ref._windows import (
     Pads,
     accumulate_windows,
@@ -48,6 +49,10 @@ Pair = tuple[int, int]
 
 # Products run on blocks of the batch whose im2col buffer stays under this size (see _batch_blocks).
 _BLOCK_BYTES = 8 * 2**20
+# Worker threads (cnnbp_ref.set_num_threads) take a layer whose im2col has at least this many
+# rows (C_in*kh*kw) and this many bytes in all; smaller ones run in the calling thread.
+_PARALLEL_MIN_ROWS = 64
+_PARALLEL_MIN_BYTES = 2 * 2**20
 
 
 @dataclass(frozen=True)
@@ -219,9 +224,10 @@ def _kernel_grad_part(xp: ModuleType, cols: Any, grad_mat: Any) -> Any:
     return cols @ xp.matrix_transpose(grad_mat)
 
 
-def _kernel_from_parts(xp: ModuleType, parts: list[Any], shape: tuple) -> Any:
-    """Sum the blocks' ``W̄_mat^T`` and reshape to the kernel's ``shape``: ``(C_out, C_in/g, kh, kw)``."""
-    return xp.reshape(xp.matrix_transpose(reduce(operator.add, parts)), shape)
+def _kernel_from_parts(xp: ModuleType, parts: dict[int, Any], shape: tuple) -> Any:
+    """Sum the blocks' ``W̄_mat^T`` in batch order and reshape to ``shape``: ``(C_out, C_in/g, kh, kw)``."""
+    ordered = [parts[start] for start in sorted(parts)]
+    return xp.reshape(xp.matrix_transpose(reduce(operator.add, ordered)), shape)
 
 
 def _input_grad(
@@ -258,22 +264,41 @@ def _batch_blocks(xp: ModuleType, n: int, geo: _Geometry, channels: int, dtype: 
     reuses it instead of page-faulting a fresh one: on the largest benchmark shapes forward +
     backward ran 20-45% faster (one thread; 4-32 MiB blocks all did about as well). It also
     bounds the memory the layer needs beyond its inputs and outputs.
+
+    With worker threads (:func:`cnnbp_ref.set_num_threads`) the block count is rounded up to a
+    multiple of the workers, so that each gets the same share; blocks differ by one sample at most.
     """
     per_sample = (
         channels * geo.kernel[0] * geo.kernel[1] * geo.out[0] * geo.out[1] * xp.finfo(dtype).bits // 8
     )
     per_block = max(1, _BLOCK_BYTES // max(per_sample, 1))
-    return [slice(start, min(start + per_block, n)) for start in range(0, max(n, 1), per_block)]
+    count = -(-n // per_block)
+    rows = channels * geo.kernel[0] * geo.kernel[1]
+    # Workers only pay where the products dominate: with few rows per column (C_in*kh*kw)
+    # the layer is copies and thread hand-offs, which measured slower on two workers.
+    big = rows >= _PARALLEL_MIN_ROWS and per_sample * n >= _PARALLEL_MIN_BYTES
+    workers = worker_count(xp) if big else 1
+    return even_slices(n, -(-count // workers) * workers)
 
 
 def _assemble(xp: ModuleType, blocks: list[slice], shape: tuple, like: Any, compute: Any) -> Any:
-    """``compute(block)`` for every batch block, written into one array of ``shape`` (one block: as is)."""
+    """``compute(block): (n, C, H, W)`` for every batch block, gathered into one ``(N, C, H, W)`` array.
+
+    The products leave their results channel-major, ``(C, n, H, W)`` in memory, and the blocks
+    are stored that way too: each block is one run per channel, copied without transposing, and
+    the result is a ``(N, C, H, W)`` view of that ``(C, N, H, W)`` array (one block: returned as
+    is). The blocks run on the worker threads where those are enabled; each writes its own columns.
+    """
     if len(blocks) == 1:
         return compute(blocks[0])
-    out = xp.empty(shape, dtype=like.dtype, device=array_api_compat.device(like))
-    for block in blocks:
-        out[block, ...] = compute(block)
-    return out
+    n, c, *spatial = shape
+    out = xp.empty((c, n, *spatial), dtype=like.dtype, device=array_api_compat.device(like))
+
+    def fill(block: slice) -> None:
+        out[:, block, ...] = xp.permute_dims(compute(block), (1, 0, 2, 3))
+
+    run_all(xp, fill, blocks)
+    return xp.permute_dims(out, (1, 0, 2, 3))
 
 
 def _bias_grad(xp: ModuleType, grad_out: Any) -> Any:
@@ -351,12 +376,12 @@ def conv2d_backward(
     geo, groups = _validate_conv2d(xp, x, weight, stride, padding, dilation, groups)
     check_grad_out(xp, grad_out, x, (int(x.shape[0]), int(weight.shape[0]), *geo.out))
     n, c_in = int(x.shape[0]), int(x.shape[1])
-    weight_parts = []
+    weight_parts = {}  # by block start: summed in batch order, whichever worker finishes first
 
     def block_grads(block: slice) -> Any:
         cols = _im2col(xp, x[block, ...], geo, groups)  # (g, C_in/g*kh*kw, n*OH*OW)
         grad_mat = _channels_matrix(xp, grad_out[block, ...], groups)  # (g, C_out/g, n*OH*OW)
-        weight_parts.append(_kernel_grad_part(xp, cols, grad_mat))
+        weight_parts[block.start] = _kernel_grad_part(xp, cols, grad_mat)
         # cols is spent: cols̄ (same shape) may overwrite it
         return _input_grad(xp, grad_mat, weight, geo, groups, c_in, buffer=cols)
 
@@ -481,12 +506,12 @@ def conv_transpose2d_backward(
     )
     check_grad_out(xp, grad_out, x, (int(x.shape[0]), c_out, *geo.in_size))
     n = int(x.shape[0])
-    weight_parts = []
+    weight_parts = {}  # by block start, as in conv2d_backward
 
     def block_grads(block: slice) -> Any:
         cols = _im2col(xp, grad_out[block, ...], geo, groups)  # (g, C_out/g*kh*kw, n*H*W), for both products
         # The weight plays the same role as in conv2d with grad_out as the input and x as dL/dy.
-        weight_parts.append(_kernel_grad_part(xp, cols, _channels_matrix(xp, x[block, ...], groups)))
+        weight_parts[block.start] = _kernel_grad_part(xp, cols, _channels_matrix(xp, x[block, ...], groups))
         return _correlate(xp, cols, weight, geo, groups)
 
     grad_x = _assemble(xp, _batch_blocks(xp, n, geo, c_out, x.dtype), tuple(x.shape), x, block_grads)

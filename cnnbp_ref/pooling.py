@@ -25,6 +25,7 @@ and in ``ceil_mode`` a last window that would start in the right padding is drop
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
@@ -34,6 +35,7 @@ import array_api_compat
 
 from cnnbp_ref._backend import check_float_array, namespace
 from cnnbp_ref._checks import check_grad_out, check_ndim, pair
+from cnnbp_ref._parallel import even_slices, run_all, worker_count
 from cnnbp_ref._windows import Pads, crop_spatial, pad_spatial, window_slices
 
 __all__ = [
@@ -45,6 +47,14 @@ __all__ = [
 ]
 
 Pair = tuple[int, int]
+
+# Worker threads (cnnbp_ref.set_num_threads) take an input of at least this many elements;
+# below it the thread hand-off costs more than the second core gains.
+_PARALLEL_MIN_ELEMENTS = 2**18
+
+
+def _size(a: Any) -> int:
+    return math.prod(int(s) for s in a.shape)
 
 
 @dataclass(frozen=True)
@@ -149,6 +159,24 @@ def _offset_views(
         yield i * g.kernel[1] + j, xpad[..., rows, columns]
 
 
+def _over_batch(xp: ModuleType, compute: Any, n: int, shape: tuple, like: Any) -> Any:
+    """``compute(slice(0, n))``, or on the worker threads one slice of the batch each, into ``shape``.
+
+    Every sample is pooled on its own, so the slices give exactly the same numbers.
+    """
+    workers = worker_count(xp) if _size(like) >= _PARALLEL_MIN_ELEMENTS else 1
+    blocks = even_slices(n, workers)
+    if len(blocks) == 1:
+        return compute(slice(0, n))
+    out = xp.empty(shape, dtype=like.dtype, device=array_api_compat.device(like))
+
+    def fill(block: slice) -> None:
+        out[block, ...] = compute(block)
+
+    run_all(xp, fill, blocks)
+    return out
+
+
 def _spread(xp: ModuleType, contributions: Any, like: Any, geometry: _PoolGeometry) -> Any:
     """col2im and crop: add ``contributions(k): (N, C, OH, OW)`` onto offset ``k``'s slice, ``-> (N, C, H, W)``."""
     g = geometry
@@ -243,11 +271,16 @@ def max_pool2d(
     """
     xp = namespace(x=x)
     geometry = _pool_geometry(xp, x, kernel_size, stride, padding, dilation, ceil_mode)
-    out = None
-    for _, values in _offset_views(xp, x, geometry, -float("inf")):
-        out = values if out is None else xp.maximum(out, values)  # (N, C, OH, OW); NaN propagates
-    # a 1x1 kernel leaves a view of x: copy it so that the result never aliases the input
-    return xp.asarray(out, copy=True) if geometry.kernel == (1, 1) else out
+
+    def pool(block: slice) -> Any:
+        out = None
+        for _, values in _offset_views(xp, x[block, ...], geometry, -float("inf")):
+            out = values if out is None else xp.maximum(out, values)  # (n, C, OH, OW); NaN propagates
+        # a 1x1 kernel leaves a view of x: copy it so that the result never aliases the input
+        return xp.asarray(out, copy=True) if geometry.kernel == (1, 1) else out
+
+    n = int(x.shape[0])
+    return _over_batch(xp, pool, n, (n, int(x.shape[1]), *geometry.out), x)
 
 
 def max_pool2d_backward(
@@ -279,12 +312,19 @@ def max_pool2d_backward(
     xp = namespace(grad_out=grad_out, x=x)
     geometry = _pool_geometry(xp, x, kernel_size, stride, padding, dilation, ceil_mode)
     check_grad_out(xp, grad_out, x, (int(x.shape[0]), int(x.shape[1]), *geometry.out))
-    _, winner = _max_pool(xp, x, geometry)
-    if bool(xp.all(xp.isfinite(grad_out))):
-        # multiplying by the 0/1 mask is exact for finite entries and much faster than where
-        return _spread(xp, lambda k: grad_out * xp.astype(winner == k, grad_out.dtype), grad_out, geometry)
-    zero = xp.zeros((), dtype=grad_out.dtype, device=array_api_compat.device(grad_out))
-    return _spread(xp, lambda k: xp.where(winner == k, grad_out, zero), grad_out, geometry)
+
+    def grad(block: slice) -> Any:
+        upstream = grad_out[block, ...]  # (n, C, OH, OW)
+        _, winner = _max_pool(xp, x[block, ...], geometry)
+        if bool(xp.all(xp.isfinite(upstream))):
+            # multiplying by the 0/1 mask is exact for finite entries and much faster than where
+            return _spread(
+                xp, lambda k: upstream * xp.astype(winner == k, upstream.dtype), upstream, geometry
+            )
+        zero = xp.zeros((), dtype=upstream.dtype, device=array_api_compat.device(upstream))
+        return _spread(xp, lambda k: xp.where(winner == k, upstream, zero), upstream, geometry)
+
+    return _over_batch(xp, grad, int(x.shape[0]), tuple(x.shape), x)
 
 
 def max_pool2d_argmax(
@@ -369,11 +409,16 @@ def avg_pool2d(
     xp = namespace(x=x)
     geometry = _pool_geometry(xp, x, kernel_size, stride, padding, 1, ceil_mode)
     count_include_pad = _check_flag("count_include_pad", count_include_pad)
-    total = None
-    for _, values in _offset_views(xp, x, geometry, 0.0):
-        total = values if total is None else total + values  # (N, C, OH, OW), the window sums
     divisor = _avg_divisor(xp, geometry, count_include_pad, x.dtype, array_api_compat.device(x))  # (OH, OW)
-    return total / divisor  # (N, C, OH, OW)
+
+    def pool(block: slice) -> Any:
+        total = None
+        for _, values in _offset_views(xp, x[block, ...], geometry, 0.0):
+            total = values if total is None else total + values  # (n, C, OH, OW), the window sums
+        return total / divisor  # (n, C, OH, OW)
+
+    n = int(x.shape[0])
+    return _over_batch(xp, pool, n, (n, int(x.shape[1]), *geometry.out), x)
 
 
 def avg_pool2d_backward(
@@ -405,5 +450,9 @@ def avg_pool2d_backward(
     check_grad_out(xp, grad_out, x, (int(x.shape[0]), int(x.shape[1]), *geometry.out))
     device = array_api_compat.device(grad_out)
     divisor = _avg_divisor(xp, geometry, count_include_pad, grad_out.dtype, device)  # (OH, OW)
-    share = grad_out / divisor  # (N, C, OH, OW)
-    return _spread(xp, lambda k: share, grad_out, geometry)
+
+    def grad(block: slice) -> Any:
+        share = grad_out[block, ...] / divisor  # (n, C, OH, OW)
+        return _spread(xp, lambda k: share, share, geometry)
+
+    return _over_batch(xp, grad, int(x.shape[0]), tuple(x.shape), x)
