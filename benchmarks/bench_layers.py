@@ -2,19 +2,24 @@
 
 Usage::
 
-    python benchmarks/bench_layers.py [--quick] [--dtype float32|float64] [--json out.json] [--threads T]
+    python benchmarks/bench_layers.py [--quick] [--dtype float32|float64] [--json out.json]
+                                      [--threads T] [--workers W]
 
 Everything runs in one process, side by side: for each layer and shape it times
 
-* ``cnnbp_ref`` (``conv2d`` then ``conv2d_backward``, or the pooling pair), NumPy arrays;
+* ``cnnbp_ref`` (``conv2d`` then ``conv2d_backward``, or the pooling pair), NumPy arrays, with
+  ``cnnbp_ref.set_num_threads(W)`` (``W = T`` unless given). With ``W > 1`` NumPy's BLAS is held
+  to one thread for the layers, so that the workers own the cores (the README's setup for several
+  cores); ``--workers 1`` keeps BLAS on ``T`` threads instead, for comparison;
 * ``torch`` CPU (when installed), forward then ``torch.autograd.grad``, with
-  ``torch.set_num_threads`` set to the number of BLAS threads NumPy uses;
+  ``torch.set_num_threads(T)``, ``T`` being the number of BLAS threads NumPy uses;
 * ``cnnbp_ref.naive`` (the plain Python loops) on one tiny shape only; on the real shapes it
   would take minutes, so it is skipped there.
 
 Each time is the median of several runs after a warm-up. Reported per row: forward, backward
 and total times, the ratio ``cnnbp_ref / torch`` on the total, for conv the fraction of this
-machine's GEMM rate reached (measured first with a large ``np.matmul`` in the same dtype;
+machine's GEMM rate reached (measured first with a large ``np.matmul`` in the same dtype on
+all ``T`` BLAS threads;
 conv FLOPs ``= 2*N*C_out*OH*OW*(C_in/g)*kh*kw`` forward and three times that for forward +
 backward), and the peak memory NumPy allocates inside the call. The peak is measured with
 ``tracemalloc`` (NumPy reports its array buffers to it) in a separate, untimed run: it counts
@@ -310,12 +315,21 @@ def main(argv: list[str] | None = None) -> dict:
         help="limit NumPy's BLAS (through threadpoolctl) and torch to this many threads "
         "(default: as many as NumPy's BLAS uses)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="cnnbp_ref.set_num_threads for the layers (default: the thread count). With more than "
+        "one worker NumPy's BLAS runs on one thread, the setup the README recommends; with "
+        "--workers 1 BLAS keeps all the threads instead",
+    )
     args = parser.parse_args(argv)
 
     repeats = 3 if args.quick else 7
     if args.threads is not None:
         limit_blas_threads(args.threads)
     threads = blas_threads()
+    workers = args.workers or threads
+    cnnbp_ref.set_num_threads(workers)
     if torch is not None:
         torch.set_num_threads(threads)
     info = {
@@ -325,6 +339,8 @@ def main(argv: list[str] | None = None) -> dict:
         "numpy": np.__version__,
         "torch": None if torch is None else torch.__version__,
         "torch_threads": None if torch is None else torch.get_num_threads(),
+        "cnnbp_ref_threads": cnnbp_ref.get_num_threads(),
+        "layer_blas_threads": 1 if workers > 1 else threads,
         "blas": blas_info(),
         "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
         "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE"),
@@ -338,7 +354,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     results: dict[str, Any] = {"info": info, "dtypes": {}}
     for dtype in [args.dtype] if args.dtype else ["float32", "float64"]:
+        limit_blas_threads(threads)  # the machine's GEMM rate: BLAS on every thread
         rate = gemm_rate(np.dtype(dtype), 1024 if args.quick else 2048, repeats)
+        if workers > 1:
+            limit_blas_threads(1)  # the cores belong to cnnbp_ref's workers (see _parallel.py)
         rows = []
         tiny = bench_conv(CONV_TINY, dtype, repeats, with_naive=True, rate=rate)
         tiny["tiny"] = True
