@@ -20,6 +20,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from cnnbp_ref import data, nn
+from cnnbp_ref._parallel import get_num_threads, set_num_threads
 from cnnbp_ref.losses import cross_entropy, cross_entropy_backward
 from cnnbp_ref.optim import Adam
 
@@ -211,6 +212,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--blas-threads", type=int, default=1, help="BLAS threads (default 1: fastest for this small model)"
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="cnnbp_ref worker threads for the large conv and pooling layers (cnnbp_ref.set_num_threads; "
+        "default: as set, 1 unless CNNBP_NUM_THREADS says otherwise); the digits' layers are too small to split",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
@@ -223,9 +231,17 @@ def main(argv: Sequence[str] | None = None) -> list[EpochStats]:
         parser.error("--epochs must be >= 0, --batch-size >= 1, --lr > 0 and --label-smoothing in [0, 1]")
     if args.blas_threads < 1:
         parser.error("--blas-threads must be >= 1")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be >= 1")
+    previous_threads = get_num_threads()
+    if args.threads is not None:
+        set_num_threads(args.threads)
     # Small matrices: a second BLAS thread costs more than it saves, and on a busy machine far more.
-    with threadpool_limits(limits=args.blas_threads, user_api="blas"):
-        return _run(args)
+    try:
+        with threadpool_limits(limits=args.blas_threads, user_api="blas"):
+            return _run(args)
+    finally:
+        set_num_threads(previous_threads)
 
 
 def _run(args: argparse.Namespace) -> list[EpochStats]:

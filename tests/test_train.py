@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from helpers import idx_bytes
 
-from cnnbp_ref import data, nn
+from cnnbp_ref import data, get_num_threads, nn
 from cnnbp_ref.gradcheck import check_gradient
 from cnnbp_ref.losses import cross_entropy, cross_entropy_backward
 from cnnbp_ref.optim import Adam
@@ -130,8 +130,30 @@ def test_cli_reads_idx_files(tmp_path):
     assert len(history) == 1 and np.isfinite(history[0].train_loss)
 
 
+def test_cli_threads_split_mnist_sized_layers_to_the_same_result(tmp_path):
+    """--threads 2 runs the 28x28 model's second conv and first pool on workers: same training, to rounding."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(48, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=48, dtype=np.uint8)
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(idx_bytes(images))
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(idx_bytes(labels))
+    argv = ["--data", str(tmp_path), "--epochs", "1", "--no-progress", "--test-fraction", "0.25"]
+    one = main(argv)
+    two = main([*argv, "--threads", "2"])
+    assert get_num_threads() == 1  # restored after the run
+    assert two[0].train_loss == pytest.approx(one[0].train_loss, rel=1e-4)
+    assert two[0].test_loss == pytest.approx(one[0].test_loss, rel=1e-4)
+
+
 @pytest.mark.parametrize(
-    "argv", [["--epochs", "-1"], ["--lr", "0"], ["--batch-size", "0"], ["--label-smoothing", "2"]]
+    "argv",
+    [
+        ["--epochs", "-1"],
+        ["--lr", "0"],
+        ["--batch-size", "0"],
+        ["--label-smoothing", "2"],
+        ["--threads", "0"],
+    ],
 )
 def test_cli_rejects_bad_options(argv):
     with pytest.raises(SystemExit):
