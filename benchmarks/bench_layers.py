@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads is not None:
         limit_blas_threads(args.threads)
     threads = blas_threads()
-    workers = args.workers or threads
+    workers = threads if args.workers is None else args.workers
     cnnbp_ref.set_num_threads(workers)
     if torch is not None:
         torch.set_num_threads(threads)
