@@ -26,6 +26,7 @@ and in ``ceil_mode`` a last window that would start in the right padding is drop
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
@@ -159,16 +160,25 @@ def _offset_views(
         yield i * g.kernel[1] + j, xpad[..., rows, columns]
 
 
-def _over_batch(xp: ModuleType, compute: Any, n: int, shape: tuple, like: Any) -> Any:
-    """``compute(slice(0, n))``, or on the worker threads one slice of the batch each, into ``shape``.
+def _fold_windows(xp: ModuleType, x: Any, geometry: _PoolGeometry, pad_value: float, combine: Any) -> Any:
+    """``combine`` the offsets' views of ``x`` (padded with ``pad_value``) one by one: ``(n, C, OH, OW)``."""
+    total = None
+    for _, values in _offset_views(xp, x, geometry, pad_value):
+        total = values if total is None else combine(total, values)
+    return total
+
+
+def _over_batch(xp: ModuleType, compute: Any, x: Any, spatial: tuple) -> Any:
+    """``compute(block): (n, C, *spatial)`` over the whole batch of ``x``, or one slice per worker thread.
 
     Every sample is pooled on its own, so the slices give exactly the same numbers.
     """
-    workers = worker_count(xp) if _size(like) >= _PARALLEL_MIN_ELEMENTS else 1
+    n = int(x.shape[0])
+    workers = worker_count(xp) if _size(x) >= _PARALLEL_MIN_ELEMENTS else 1
     blocks = even_slices(n, workers)
     if len(blocks) == 1:
         return compute(slice(0, n))
-    out = xp.empty(shape, dtype=like.dtype, device=array_api_compat.device(like))
+    out = xp.empty((n, int(x.shape[1]), *spatial), dtype=x.dtype, device=array_api_compat.device(x))
 
     def fill(block: slice) -> None:
         out[block, ...] = compute(block)
@@ -273,14 +283,11 @@ def max_pool2d(
     geometry = _pool_geometry(xp, x, kernel_size, stride, padding, dilation, ceil_mode)
 
     def pool(block: slice) -> Any:
-        out = None
-        for _, values in _offset_views(xp, x[block, ...], geometry, -float("inf")):
-            out = values if out is None else xp.maximum(out, values)  # (n, C, OH, OW); NaN propagates
+        out = _fold_windows(xp, x[block, ...], geometry, -float("inf"), xp.maximum)  # NaN propagates
         # a 1x1 kernel leaves a view of x: copy it so that the result never aliases the input
         return xp.asarray(out, copy=True) if geometry.kernel == (1, 1) else out
 
-    n = int(x.shape[0])
-    return _over_batch(xp, pool, n, (n, int(x.shape[1]), *geometry.out), x)
+    return _over_batch(xp, pool, x, geometry.out)
 
 
 def max_pool2d_backward(
@@ -324,7 +331,7 @@ def max_pool2d_backward(
         zero = xp.zeros((), dtype=upstream.dtype, device=array_api_compat.device(upstream))
         return _spread(xp, lambda k: xp.where(winner == k, upstream, zero), upstream, geometry)
 
-    return _over_batch(xp, grad, int(x.shape[0]), tuple(x.shape), x)
+    return _over_batch(xp, grad, x, geometry.in_size)
 
 
 def max_pool2d_argmax(
@@ -412,13 +419,11 @@ def avg_pool2d(
     divisor = _avg_divisor(xp, geometry, count_include_pad, x.dtype, array_api_compat.device(x))  # (OH, OW)
 
     def pool(block: slice) -> Any:
-        total = None
-        for _, values in _offset_views(xp, x[block, ...], geometry, 0.0):
-            total = values if total is None else total + values  # (n, C, OH, OW), the window sums
-        return total / divisor  # (n, C, OH, OW)
+        return (
+            _fold_windows(xp, x[block, ...], geometry, 0.0, operator.add) / divisor
+        )  # window sums / divisor
 
-    n = int(x.shape[0])
-    return _over_batch(xp, pool, n, (n, int(x.shape[1]), *geometry.out), x)
+    return _over_batch(xp, pool, x, geometry.out)
 
 
 def avg_pool2d_backward(
@@ -455,4 +460,4 @@ def avg_pool2d_backward(
         share = grad_out[block, ...] / divisor  # (n, C, OH, OW)
         return _spread(xp, lambda k: share, share, geometry)
 
-    return _over_batch(xp, grad, int(x.shape[0]), tuple(x.shape), x)
+    return _over_batch(xp, grad, x, geometry.in_size)

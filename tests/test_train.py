@@ -119,24 +119,25 @@ def test_cli_trains_saves_and_loads(tmp_path, capsys):
     assert f"{history[-1].test_accuracy:.2%}" in capsys.readouterr().out
 
 
+def write_random_idx(folder, count, size):
+    """MNIST-format training files of ``count`` random ``size x size`` images and labels in ``folder``."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(count, size, size), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=count, dtype=np.uint8)
+    (folder / "train-images-idx3-ubyte").write_bytes(idx_bytes(images))
+    (folder / "train-labels-idx1-ubyte").write_bytes(idx_bytes(labels))
+
+
 def test_cli_reads_idx_files(tmp_path):
     """--data DIR trains on MNIST-format files (here tiny 8x8 ones the test writes)."""
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(40, 8, 8), dtype=np.uint8)
-    labels = rng.integers(0, 10, size=40, dtype=np.uint8)
-    (tmp_path / "train-images-idx3-ubyte").write_bytes(idx_bytes(images))
-    (tmp_path / "train-labels-idx1-ubyte").write_bytes(idx_bytes(labels))
+    write_random_idx(tmp_path, 40, 8)
     history = main(["--data", str(tmp_path), "--epochs", "1", "--no-progress", "--batch-size", "8"])
     assert len(history) == 1 and np.isfinite(history[0].train_loss)
 
 
 def test_cli_threads_split_mnist_sized_layers_to_the_same_result(tmp_path):
     """--threads 2 runs the 28x28 model's second conv and first pool on workers: same training, to rounding."""
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(48, 28, 28), dtype=np.uint8)
-    labels = rng.integers(0, 10, size=48, dtype=np.uint8)
-    (tmp_path / "train-images-idx3-ubyte").write_bytes(idx_bytes(images))
-    (tmp_path / "train-labels-idx1-ubyte").write_bytes(idx_bytes(labels))
+    write_random_idx(tmp_path, 48, 28)
     argv = ["--data", str(tmp_path), "--epochs", "1", "--no-progress", "--test-fraction", "0.25"]
     one = main(argv)
     two = main([*argv, "--threads", "2"])
