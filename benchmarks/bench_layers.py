@@ -150,6 +150,77 @@ def blas_threads() -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# PyTorch's side (also used by bench_gpu.py, on CUDA)
+
+TimedPair = tuple[Callable[[], Any], Callable[[], Any]]
+
+
+def torch_conv(
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray,
+    g: np.ndarray,
+    options: dict,
+    device: str = "cpu",
+    sync: Callable[[], Any] = lambda: None,
+) -> TimedPair:
+    """PyTorch's ``(forward, forward + backward)`` of ``F.conv2d`` on ``device``, ready to time.
+
+    Each closure calls ``sync()`` before returning, so that asynchronous (CUDA) work is counted.
+    """
+    tx, tw, tb = (torch.from_numpy(a).to(device).requires_grad_() for a in (x, w, b))
+    tg = torch.from_numpy(g).to(device)
+
+    def forward():
+        with torch.no_grad():
+            y = F.conv2d(tx, tw, tb, **options)
+        sync()
+        return y
+
+    def total():
+        grads = torch.autograd.grad(F.conv2d(tx, tw, tb, **options), (tx, tw, tb), tg)
+        sync()
+        return grads
+
+    return forward, total
+
+
+def torch_pool(
+    kind: str,
+    x: np.ndarray,
+    g: np.ndarray,
+    options: dict,
+    device: str = "cpu",
+    sync: Callable[[], Any] = lambda: None,
+) -> TimedPair:
+    """PyTorch's ``(forward, forward + backward)`` of ``F.max_pool2d`` or ``F.avg_pool2d`` (``kind``)."""
+    torch_fn = getattr(F, f"{kind}_pool2d")
+    tx = torch.from_numpy(x).to(device).requires_grad_()
+    tg = torch.from_numpy(g).to(device)
+
+    def forward():
+        with torch.no_grad():
+            y = torch_fn(tx, **options)
+        sync()
+        return y
+
+    def total():
+        grads = torch.autograd.grad(torch_fn(tx, **options), (tx,), tg)
+        sync()
+        return grads
+
+    return forward, total
+
+
+def time_torch(forward: Callable[[], Any], total: Callable[[], Any], repeats: int, ours_s: float) -> dict:
+    """Median times of PyTorch's pair, and ``ratio``: our total time ``ours_s`` over PyTorch's."""
+    row = {"torch_forward_s": median_time(forward, repeats), "torch_total_s": median_time(total, repeats)}
+    row["torch_backward_s"] = row["torch_total_s"] - row["torch_forward_s"]
+    row["ratio"] = ours_s / row["torch_total_s"]
+    return row
+
+
+# ---------------------------------------------------------------------------------------------
 # one row per layer and shape
 
 
@@ -188,23 +259,7 @@ def bench_conv(shape, dtype, repeats, with_naive, rate) -> dict:
     row["total_s"] = row["forward_s"] + row["backward_s"]
     row["gemm_fraction"] = row["flops"] / row["total_s"] / rate
     if torch is not None:
-        tx = torch.from_numpy(x).requires_grad_()
-        tw = torch.from_numpy(w).requires_grad_()
-        tb = torch.from_numpy(b).requires_grad_()
-        tg = torch.from_numpy(g)
-
-        def torch_total():
-            ty = F.conv2d(tx, tw, tb, stride=stride, padding=pad)
-            return torch.autograd.grad(ty, (tx, tw, tb), tg)
-
-        def torch_forward():
-            with torch.no_grad():
-                return F.conv2d(tx, tw, tb, stride=stride, padding=pad)
-
-        row["torch_forward_s"] = median_time(torch_forward, repeats)
-        row["torch_total_s"] = median_time(torch_total, repeats)
-        row["torch_backward_s"] = row["torch_total_s"] - row["torch_forward_s"]
-        row["ratio"] = row["total_s"] / row["torch_total_s"]
+        row.update(time_torch(*torch_conv(x, w, b, g, options), repeats, row["total_s"]))
     if with_naive:
         row["naive_total_s"] = median_time(
             lambda: (naive.conv2d_loops(x, w, b, **options), naive.conv2d_backward_loops(g, x, w, **options)),
@@ -241,21 +296,7 @@ def bench_pool(kind, shape, dtype, repeats, with_naive) -> dict:
     }
     row["total_s"] = row["forward_s"] + row["backward_s"]
     if torch is not None:
-        torch_fn = getattr(F, f"{kind}_pool2d")
-        tx = torch.from_numpy(x).requires_grad_()
-        tg = torch.from_numpy(g)
-
-        def torch_total():
-            return torch.autograd.grad(torch_fn(tx, **options), (tx,), tg)
-
-        def torch_forward():
-            with torch.no_grad():
-                return torch_fn(tx, **options)
-
-        row["torch_forward_s"] = median_time(torch_forward, repeats)
-        row["torch_total_s"] = median_time(torch_total, repeats)
-        row["torch_backward_s"] = row["torch_total_s"] - row["torch_forward_s"]
-        row["ratio"] = row["total_s"] / row["torch_total_s"]
+        row.update(time_torch(*torch_pool(kind, x, g, options), repeats, row["total_s"]))
     if with_naive:
         naive_forward = getattr(naive, f"{kind}_pool2d_loops")
         naive_backward = getattr(naive, f"{kind}_pool2d_backward_loops")
