@@ -235,7 +235,7 @@ def time_conv(backend: Backend, shape: tuple, dtype: str, repeats: int) -> dict:
         "conv2d", "N={} Cin={} Cout={} H={} k={} p={} s={}".format(*shape), dtype, forward, backward, repeats
     )
     if _torch_ready(backend):
-        pair = torch_conv(x, w, b, g, options, backend.torch_device, _torch_sync(backend))
+        pair = torch_conv(x, w, b, g, options, device=backend.torch_device, sync=_torch_sync(backend))
         row.update(time_torch(*pair, repeats, row["total_s"]))
     return row
 
@@ -258,7 +258,7 @@ def time_pool(backend: Backend, kind: str, shape: tuple, dtype: str, repeats: in
         repeats,
     )
     if _torch_ready(backend):
-        pair = torch_pool(kind, x, g, options, backend.torch_device, _torch_sync(backend))
+        pair = torch_pool(kind, x, g, options, device=backend.torch_device, sync=_torch_sync(backend))
         row.update(time_torch(*pair, repeats, row["total_s"]))
     return row
 

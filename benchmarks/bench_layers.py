@@ -155,61 +155,44 @@ def blas_threads() -> int:
 TimedPair = tuple[Callable[[], Any], Callable[[], Any]]
 
 
-def torch_conv(
-    x: np.ndarray,
-    w: np.ndarray,
-    b: np.ndarray,
+def torch_pair(
+    layer: Callable[..., Any],
+    arrays: tuple[np.ndarray, ...],
     g: np.ndarray,
-    options: dict,
     device: str = "cpu",
     sync: Callable[[], Any] = lambda: None,
 ) -> TimedPair:
-    """PyTorch's ``(forward, forward + backward)`` of ``F.conv2d`` on ``device``, ready to time.
+    """PyTorch's ``(forward, forward + backward)`` of ``layer(*arrays)`` on ``device``, ready to time.
 
-    Each closure calls ``sync()`` before returning, so that asynchronous (CUDA) work is counted.
+    The backward is ``torch.autograd.grad`` with respect to every input, for the upstream gradient
+    ``g``. Each closure calls ``sync()`` before returning, so that asynchronous (CUDA) work is counted.
     """
-    tx, tw, tb = (torch.from_numpy(a).to(device).requires_grad_() for a in (x, w, b))
-    tg = torch.from_numpy(g).to(device)
+    tensors = tuple(torch.from_numpy(a).to(device).requires_grad_() for a in arrays)
+    upstream = torch.from_numpy(g).to(device)
 
     def forward():
         with torch.no_grad():
-            y = F.conv2d(tx, tw, tb, **options)
+            y = layer(*tensors)
         sync()
         return y
 
     def total():
-        grads = torch.autograd.grad(F.conv2d(tx, tw, tb, **options), (tx, tw, tb), tg)
+        grads = torch.autograd.grad(layer(*tensors), tensors, upstream)
         sync()
         return grads
 
     return forward, total
 
 
-def torch_pool(
-    kind: str,
-    x: np.ndarray,
-    g: np.ndarray,
-    options: dict,
-    device: str = "cpu",
-    sync: Callable[[], Any] = lambda: None,
-) -> TimedPair:
-    """PyTorch's ``(forward, forward + backward)`` of ``F.max_pool2d`` or ``F.avg_pool2d`` (``kind``)."""
+def torch_conv(x, w, b, g, options: dict, **where: Any) -> TimedPair:
+    """:func:`torch_pair` of ``F.conv2d``; ``where``: ``device``, ``sync``."""
+    return torch_pair(lambda tx, tw, tb: F.conv2d(tx, tw, tb, **options), (x, w, b), g, **where)
+
+
+def torch_pool(kind: str, x, g, options: dict, **where: Any) -> TimedPair:
+    """:func:`torch_pair` of ``F.max_pool2d`` or ``F.avg_pool2d`` (``kind``)."""
     torch_fn = getattr(F, f"{kind}_pool2d")
-    tx = torch.from_numpy(x).to(device).requires_grad_()
-    tg = torch.from_numpy(g).to(device)
-
-    def forward():
-        with torch.no_grad():
-            y = torch_fn(tx, **options)
-        sync()
-        return y
-
-    def total():
-        grads = torch.autograd.grad(torch_fn(tx, **options), (tx,), tg)
-        sync()
-        return grads
-
-    return forward, total
+    return torch_pair(lambda tx: torch_fn(tx, **options), (x,), g, **where)
 
 
 def time_torch(forward: Callable[[], Any], total: Callable[[], Any], repeats: int, ours_s: float) -> dict:
