@@ -9,9 +9,13 @@ import numpy as np
 
 
 def to_numpy(a):
-    """Bring any array (NumPy, CuPy, array_api_strict) back to NumPy for comparison."""
+    """Bring any array (NumPy, CuPy, array_api_strict on any of its devices) back to NumPy."""
     if hasattr(a, "get"):
         return a.get()
+    if type(a).__module__.startswith("array_api_strict"):
+        import array_api_strict
+
+        a = a.to_device(array_api_strict.Device("CPU_DEVICE"))  # NumPy reads the CPU device only
     return np.asarray(a)
 
 
