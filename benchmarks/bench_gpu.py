@@ -51,13 +51,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_layers, also w
 from bench_layers import (
     CONV_SHAPES,
     POOL_SHAPES,
+    conv_inputs,
     geometric_mean,
     median_time,
     ms,
+    pool_input,
     time_torch,
     torch,
     torch_conv,
     torch_pool,
+    upstream_gradient,
 )
 
 import cnnbp_ref as cb
@@ -109,19 +112,11 @@ class Case(NamedTuple):
     inputs: tuple[np.ndarray, ...]  # float64 host arrays
 
 
-def _conv_inputs(shape: tuple, groups: int = 1, transposed: bool = False) -> tuple[np.ndarray, ...]:
-    n, c_in, c_out, size, k, _, _ = shape
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((n, c_in, size, size))
-    w_shape = (c_in, c_out // groups, k, k) if transposed else (c_out, c_in // groups, k, k)
-    return x, rng.standard_normal(w_shape) / math.sqrt(c_in * k * k), rng.standard_normal(c_out)
-
-
 def conv_case(shape: tuple, **extra: Any) -> Case:
     """conv2d and conv2d_backward; ``shape = (N, C_in, C_out, H=W, k, padding, stride)``."""
     options = {"stride": shape[6], "padding": shape[5], **extra}
-    x, w, b = _conv_inputs(shape, options.get("groups", 1))
-    g = np.random.default_rng(1).standard_normal(cb.conv2d(x, w, b, **options).shape)
+    x, w, b = conv_inputs(shape, groups=options.get("groups", 1))
+    g = upstream_gradient(cb.conv2d(x, w, b, **options))
 
     def run(x, w, b, g):
         return (cb.conv2d(x, w, b, **options), *cb.conv2d_backward(g, x, w, **options))
@@ -132,8 +127,8 @@ def conv_case(shape: tuple, **extra: Any) -> Case:
 def transpose_case(shape: tuple, **extra: Any) -> Case:
     """conv_transpose2d and its backward; ``shape`` as in :func:`conv_case`."""
     options = {"stride": shape[6], "padding": shape[5], **extra}
-    x, w, b = _conv_inputs(shape, options.get("groups", 1), transposed=True)
-    g = np.random.default_rng(1).standard_normal(cb.conv_transpose2d(x, w, b, **options).shape)
+    x, w, b = conv_inputs(shape, groups=options.get("groups", 1), transposed=True)
+    g = upstream_gradient(cb.conv_transpose2d(x, w, b, **options))
 
     def run(x, w, b, g):
         return (cb.conv_transpose2d(x, w, b, **options), *cb.conv_transpose2d_backward(g, x, w, **options))
@@ -146,16 +141,14 @@ def pool_case(kind: str, shape: tuple, values: str = "normal", **extra: Any) -> 
 
     ``values``: ``"normal"``, ``"ties"`` (rounded: many equal maxima) or ``"nan"`` (a few NaNs).
     """
-    n, c, h, w, k, stride, pad = shape
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((n, c, h, w))
+    x = pool_input(shape)
     if values == "ties":
         x = np.round(x)
     elif values == "nan":
-        x[rng.random(x.shape) < 1e-3] = np.nan
-    options = {"kernel_size": k, "stride": stride, "padding": pad, **extra}
+        x[np.random.default_rng(2).random(x.shape) < 1e-3] = np.nan
+    options = {"kernel_size": shape[4], "stride": shape[5], "padding": shape[6], **extra}
     forward, backward = getattr(cb, f"{kind}_pool2d"), getattr(cb, f"{kind}_pool2d_backward")
-    g = np.random.default_rng(1).standard_normal(forward(x, **options).shape)
+    g = upstream_gradient(forward(x, **options))
 
     def run(x, g):
         outputs = (forward(x, **options), backward(g, x, **options))
@@ -225,9 +218,9 @@ def _timed(fn: Callable[[], Any], sync: Callable[[], Any]) -> Callable[[], Any]:
 
 
 def time_conv(backend: Backend, shape: tuple, dtype: str, repeats: int) -> dict:
-    x, w, b = (a.astype(dtype) for a in _conv_inputs(shape))
+    x, w, b = conv_inputs(shape, dtype)
     options = {"stride": shape[6], "padding": shape[5]}
-    g = np.random.default_rng(1).standard_normal(cb.conv2d(x, w, b, **options).shape).astype(dtype)
+    g = upstream_gradient(cb.conv2d(x, w, b, **options))
     dx, dw, db, dg = (backend.put(a) for a in (x, w, b, g))
     forward = _timed(lambda: cb.conv2d(dx, dw, db, **options), backend.sync)
     backward = _timed(lambda: cb.conv2d_backward(dg, dx, dw, **options), backend.sync)
@@ -243,9 +236,9 @@ def time_conv(backend: Backend, shape: tuple, dtype: str, repeats: int) -> dict:
 def time_pool(backend: Backend, kind: str, shape: tuple, dtype: str, repeats: int) -> dict:
     n, c, h, w, k, stride, pad = shape
     options = {"kernel_size": k, "stride": stride, "padding": pad}
-    x = np.random.default_rng(0).standard_normal((n, c, h, w)).astype(dtype)
+    x = pool_input(shape, dtype)
     forward_fn, backward_fn = getattr(cb, f"{kind}_pool2d"), getattr(cb, f"{kind}_pool2d_backward")
-    g = np.random.default_rng(1).standard_normal(forward_fn(x, **options).shape).astype(dtype)
+    g = upstream_gradient(forward_fn(x, **options))
     dx, dg = backend.put(x), backend.put(g)
     forward = _timed(lambda: forward_fn(dx, **options), backend.sync)
     backward = _timed(lambda: backward_fn(dg, dx, **options), backend.sync)

@@ -150,6 +150,36 @@ def blas_threads() -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# inputs, the same in every script (also used by bench_gpu.py)
+
+
+def conv_inputs(
+    shape: tuple, dtype: str = "float64", groups: int = 1, transposed: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``x, weight, bias`` for ``shape = (N, C_in, C_out, H=W, k, padding, stride)``.
+
+    The weight is scaled by ``1/sqrt(C_in*k*k)`` so that outputs stay of order one; with
+    ``transposed`` it has ``conv_transpose2d``'s layout ``(C_in, C_out/groups, k, k)``.
+    """
+    n, c_in, c_out, size, k, _, _ = shape
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, c_in, size, size))
+    w_shape = (c_in, c_out // groups, k, k) if transposed else (c_out, c_in // groups, k, k)
+    w = rng.standard_normal(w_shape) / math.sqrt(c_in * k * k)
+    return x.astype(dtype), w.astype(dtype), rng.standard_normal(c_out).astype(dtype)
+
+
+def pool_input(shape: tuple, dtype: str = "float64") -> np.ndarray:
+    """``x: (N, C, H, W)`` for ``shape = (N, C, H, W, k, stride, padding)``."""
+    return np.random.default_rng(0).standard_normal(shape[:4]).astype(dtype)
+
+
+def upstream_gradient(y: Any) -> np.ndarray:
+    """A random ``dL/dy``: ``y``'s shape and dtype."""
+    return np.random.default_rng(1).standard_normal(y.shape).astype(y.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
 # PyTorch's side (also used by bench_gpu.py, on CUDA)
 
 TimedPair = tuple[Callable[[], Any], Callable[[], Any]]
@@ -213,15 +243,12 @@ def conv_flops(n: int, c_in: int, c_out: int, out: tuple[int, int], k: int, grou
 
 
 def bench_conv(shape, dtype, repeats, with_naive, rate) -> dict:
-    n, c_in, c_out, size, k, pad, stride = shape
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((n, c_in, size, size)).astype(dtype)
-    w = (rng.standard_normal((c_out, c_in, k, k)) / math.sqrt(c_in * k * k)).astype(dtype)
-    b = rng.standard_normal(c_out).astype(dtype)
-    y = cnnbp_ref.conv2d(x, w, b, stride=stride, padding=pad)
-    g = rng.standard_normal(y.shape).astype(dtype)
-    out = (int(y.shape[2]), int(y.shape[3]))
+    n, c_in, c_out, _, k, pad, stride = shape
+    x, w, b = conv_inputs(shape, dtype)
     options = {"stride": stride, "padding": pad}
+    y = cnnbp_ref.conv2d(x, w, b, **options)
+    g = upstream_gradient(y)
+    out = (int(y.shape[2]), int(y.shape[3]))
 
     def forward():
         return cnnbp_ref.conv2d(x, w, b, **options)
@@ -254,13 +281,11 @@ def bench_conv(shape, dtype, repeats, with_naive, rate) -> dict:
 
 def bench_pool(kind, shape, dtype, repeats, with_naive) -> dict:
     n, c, h, w, k, stride, pad = shape
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    x = pool_input(shape, dtype)
     forward_fn = getattr(cnnbp_ref, f"{kind}_pool2d")
     backward_fn = getattr(cnnbp_ref, f"{kind}_pool2d_backward")
     options = {"kernel_size": k, "stride": stride, "padding": pad}
-    y = forward_fn(x, **options)
-    g = rng.standard_normal(y.shape).astype(dtype)
+    g = upstream_gradient(forward_fn(x, **options))
 
     def forward():
         return forward_fn(x, **options)
