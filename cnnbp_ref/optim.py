@@ -24,7 +24,9 @@ Adam (``torch.optim.Adam``; weight decay is an L2 term added to the gradient, no
 
 The parameters are arrays from any array-API library (NumPy, CuPy, ``array_api_strict``);
 ``opt.step(grads)`` changes them in place (the same objects, float32/float64 preserved) and
-never modifies ``grads``.
+never modifies ``grads``. A gradient that is ``None`` (a layer that has not run backward yet)
+skips its parameter, as ``torch.optim`` skips a tensor whose ``.grad`` is ``None``: the parameter,
+its momentum buffer or moments and, for Adam, its step count ``t`` stay as they were.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ class _Optimizer:
         return zeros
 
     def _checked_grads(self, grads: Sequence[Any]) -> list[Any]:
-        """Check that ``grads`` matches ``params`` one to one in library, shape and dtype."""
+        """Check that ``grads`` matches ``params`` one to one in library, shape and dtype (or is ``None``)."""
         if not isinstance(grads, (list, tuple)):
             raise TypeError(f"grads must be a list of arrays, got {type(grads).__name__}")
         if len(grads) != len(self.params):
@@ -83,6 +85,8 @@ class _Optimizer:
                 f"grads must have one array per parameter ({len(self.params)}), got {len(grads)}"
             )
         for index, (param, grad) in enumerate(zip(self.params, grads, strict=True)):
+            if grad is None:
+                continue
             namespace(**{f"params[{index}]": param, f"grads[{index}]": grad})
             if tuple(grad.shape) != tuple(param.shape):
                 raise ValueError(
@@ -143,9 +147,14 @@ class SGD(_Optimizer):
         self.momentum_buffers: list[Any | None] = [None] * len(self.params)
 
     def step(self, grads: Sequence[Any]) -> None:
-        """Update every parameter in place from its gradient ``grads[i]`` (same shape and dtype)."""
+        """Update every parameter in place from its gradient ``grads[i]`` (same shape and dtype).
+
+        A ``None`` gradient leaves its parameter and momentum buffer untouched.
+        """
         grads = self._checked_grads(grads)
         for index, (param, grad) in enumerate(zip(self.params, grads, strict=True)):
+            if grad is None:
+                continue
             direction = grad
             if self.weight_decay != 0:
                 direction = direction + self.weight_decay * param
@@ -205,19 +214,31 @@ class Adam(_Optimizer):
             raise TypeError(f"amsgrad must be a bool, got {amsgrad!r}")
         self.amsgrad = amsgrad
         super().__init__(params)
-        self.step_count = 0
+        # One step count t per parameter, as torch keeps state["step"]: a skipped parameter does not count.
+        self.step_counts = [0] * len(self.params)
         self.exp_avgs = self._zeros_like_params()  # m: first moment averages
         self.exp_avg_sqs = self._zeros_like_params()  # v: second moment averages
         self.max_exp_avg_sqs = self._zeros_like_params() if amsgrad else []  # v_max (AMSGrad only)
 
+    @property
+    def step_count(self) -> int:
+        """The number of steps taken: the largest per-parameter count (all equal without ``None`` gradients)."""
+        return max(self.step_counts)
+
     def step(self, grads: Sequence[Any]) -> None:
-        """Update every parameter in place from its gradient ``grads[i]`` (same shape and dtype)."""
+        """Update every parameter in place from its gradient ``grads[i]`` (same shape and dtype).
+
+        A ``None`` gradient leaves its parameter, its moments and its step count untouched.
+        """
         grads = self._checked_grads(grads)
         beta1, beta2 = self.betas
-        self.step_count += 1
-        step_size = self.lr / (1 - beta1**self.step_count)
-        bias_correction2_sqrt = (1 - beta2**self.step_count) ** 0.5
         for index, (param, grad) in enumerate(zip(self.params, grads, strict=True)):
+            if grad is None:
+                continue
+            self.step_counts[index] += 1
+            step = self.step_counts[index]
+            step_size = self.lr / (1 - beta1**step)
+            bias_correction2_sqrt = (1 - beta2**step) ** 0.5
             xp = namespace(param=param)
             if self.weight_decay != 0:
                 grad = grad + self.weight_decay * param

@@ -213,3 +213,48 @@ def test_bad_grads(cls, grads, error, message):
         optimizer.step(grads)
     for p, original in zip(params, PARAMS, strict=True):  # nothing was updated
         np.testing.assert_array_equal(p, original)
+
+
+# Steps (0-based) on which each of the three parameters has no gradient (torch: ``.grad is None``).
+NONE_GRADS = {0: {0, 1}, 1: {2, 5, 6}, 2: set(range(STEPS))}
+
+
+def grads_with_gaps(arrays, step_noise, step):
+    """``0.5 * p + noise`` for each parameter, ``None`` where :data:`NONE_GRADS` says it has none."""
+    pairs = enumerate(zip(arrays, step_noise, strict=True))
+    return [None if step in NONE_GRADS[i] else 0.5 * a + n for i, (a, n) in pairs]
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
+def test_none_gradients_are_skipped_as_torch_does(torch, config):
+    """Parameters without a gradient on some steps (one never has one) follow torch.optim's trajectory."""
+    name, kwargs = config
+    params, noise = make_problem(np.float64)
+    tensors = [torch.tensor(p) for p in params]
+    torch_optimizer = getattr(torch.optim, name)(tensors, foreach=False, **kwargs)
+    arrays = [p.copy() for p in params]
+    optimizer = OPTIMIZERS[name](arrays, **kwargs)
+    for step, step_noise in enumerate(noise):
+        for index, (tensor, n) in enumerate(zip(tensors, step_noise, strict=True)):
+            tensor.grad = None if step in NONE_GRADS[index] else 0.5 * tensor.detach() + torch.tensor(n)
+        torch_optimizer.step()
+        optimizer.step(grads_with_gaps(arrays, step_noise, step))
+        for index, (a, t) in enumerate(zip(arrays, tensors, strict=True)):
+            np.testing.assert_allclose(
+                a, t.detach().numpy(), rtol=1e-12, atol=1e-12, err_msg=f"step {step + 1}, param {index}"
+            )
+    np.testing.assert_array_equal(arrays[2], params[2])  # never had a gradient: never moved
+
+
+@pytest.mark.parametrize("cls", [SGD, Adam])
+def test_step_before_any_backward_changes_nothing(cls):
+    """``step(model.grads)`` before the first backward (every gradient ``None``) is a no-op, not a crash."""
+    params = [p.copy() for p in PARAMS]
+    optimizer = cls(params, lr=0.1, weight_decay=0.5)
+    optimizer.step([None, None])
+    for p, original in zip(params, PARAMS, strict=True):
+        np.testing.assert_array_equal(p, original)
+    optimizer.step([np.ones((2, 3)), None])
+    assert not np.array_equal(params[0], PARAMS[0])
+    np.testing.assert_array_equal(params[1], PARAMS[1])
