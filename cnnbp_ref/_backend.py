@@ -9,16 +9,17 @@ they are passed.
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any
 
 import array_api_compat
+
+from cnnbp_ref._typing import Array
 
 __all__ = ["namespace", "check_float_array", "check_same_dtype", "FLOAT_DTYPES_TEXT"]
 
 FLOAT_DTYPES_TEXT = "float32 or float64"
 
 
-def namespace(**arrays: Any) -> ModuleType:
+def namespace(**arrays: Array | None) -> ModuleType:
     """Return the array namespace shared by the named arrays.
 
     ``None`` values are skipped. Raises ``TypeError`` naming the argument when a
@@ -35,13 +36,13 @@ def namespace(**arrays: Any) -> ModuleType:
         raise TypeError(f"all arrays must come from one array library, got {kinds}") from err
 
 
-def check_float_array(xp: ModuleType, name: str, x: Any) -> None:
+def check_float_array(xp: ModuleType, name: str, x: Array) -> None:
     """Raise ``TypeError`` unless ``x`` is float32 or float64."""
     if x.dtype not in (xp.float32, xp.float64):
         raise TypeError(f"{name} must have dtype {FLOAT_DTYPES_TEXT}, got {x.dtype}")
 
 
-def check_same_dtype(name: str, x: Any, ref_name: str, ref: Any) -> None:
+def check_same_dtype(name: str, x: Array, ref_name: str, ref: Array) -> None:
     """Raise ``TypeError`` when ``x`` and ``ref`` differ in dtype (no silent promotion)."""
     if x.dtype != ref.dtype:
         raise TypeError(f"{name} has dtype {x.dtype} but {ref_name} has dtype {ref.dtype}; they must match")

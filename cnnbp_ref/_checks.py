@@ -12,6 +12,7 @@ from types import ModuleType
 from typing import Any
 
 from cnnbp_ref._backend import check_float_array, check_same_dtype
+from cnnbp_ref._typing import Array
 
 __all__ = ["check_grad_out", "check_ndim", "check_shape", "pair", "positive_int"]
 
@@ -45,19 +46,19 @@ def positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
-def check_ndim(name: str, x: Any, ndim: int, layout: str) -> None:
+def check_ndim(name: str, x: Array, ndim: int, layout: str) -> None:
     """Raise ``ValueError`` unless ``x`` has ``ndim`` dimensions, e.g. layout ``'(N, C, H, W)'``."""
     if x.ndim != ndim:
         raise ValueError(f"{name} must be a {ndim}-D array {layout}, got shape {tuple(x.shape)}")
 
 
-def check_shape(name: str, x: Any, expected: tuple[int, ...]) -> None:
+def check_shape(name: str, x: Array, expected: tuple[int, ...]) -> None:
     """Raise ``ValueError`` unless ``x.shape == expected`` (no broadcasting)."""
     if tuple(x.shape) != tuple(expected):
         raise ValueError(f"{name} must have shape {tuple(expected)}, got {tuple(x.shape)}")
 
 
-def check_grad_out(xp: ModuleType, grad_out: Any, x: Any, expected: tuple[int, ...]) -> None:
+def check_grad_out(xp: ModuleType, grad_out: Array, x: Array, expected: tuple[int, ...]) -> None:
     """``grad_out`` must be a float array of ``x``'s dtype with exactly the forward output's shape."""
     check_float_array(xp, "grad_out", grad_out)
     check_same_dtype("grad_out", grad_out, "x", x)

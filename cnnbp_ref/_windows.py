@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from types import ModuleType
-from typing import Any
 
 import array_api_compat
+
+from cnnbp_ref._typing import Array
 
 __all__ = [
     "output_size",
@@ -52,7 +53,7 @@ def window_slices(
             yield i, j, rows, _offset_slice(j, stride[1], dilation[1], out[1])
 
 
-def pad_spatial(xp: ModuleType, x: Any, pads: Pads, value: float = 0.0) -> Any:
+def pad_spatial(xp: ModuleType, x: Array, pads: Pads, value: float = 0.0) -> Array:
     """Pad the last two axes of ``x: (..., H, W)`` to ``(..., H+t+b, W+l+r)`` with ``value``.
 
     Returns ``x`` itself when there is nothing to pad; callers never write into it.
@@ -71,15 +72,15 @@ def pad_spatial(xp: ModuleType, x: Any, pads: Pads, value: float = 0.0) -> Any:
     return out
 
 
-def crop_spatial(x: Any, pads: Pads, size: Pair) -> Any:
+def crop_spatial(x: Array, pads: Pads, size: Pair) -> Array:
     """Inverse of ``pad_spatial``: keep ``x[..., t:t+H, l:l+W]`` for ``size = (H, W)``."""
     (top, _), (left, _) = pads
     return x[..., top : top + size[0], left : left + size[1]]
 
 
 def extract_windows(
-    xp: ModuleType, xpad: Any, kernel: Pair, stride: Pair, dilation: Pair, out: Pair, axis: int
-) -> Any:
+    xp: ModuleType, xpad: Array, kernel: Pair, stride: Pair, dilation: Pair, out: Pair, axis: int
+) -> Array:
     """im2col: ``xpad: (*lead, Hp, Wp)`` -> ``(*lead[:axis], kh, kw, *lead[axis:], OH, OW)``.
 
     Entry ``[..., i, j, ..., oh, ow]`` is ``xpad[..., oh*sh + i*dh, ow*sw + j*dw]``.
@@ -97,8 +98,8 @@ def extract_windows(
 
 
 def accumulate_windows(
-    xp: ModuleType, cols: Any, padded: Pair, kernel: Pair, stride: Pair, dilation: Pair, axis: int
-) -> Any:
+    xp: ModuleType, cols: Array, padded: Pair, kernel: Pair, stride: Pair, dilation: Pair, axis: int
+) -> Array:
     """col2im, the adjoint of ``extract_windows``: sum each window entry back onto its pixel.
 
     ``cols: (*lead[:axis], kh, kw, *lead[axis:], OH, OW)`` -> ``(*lead, Hp, Wp)``.

@@ -24,6 +24,7 @@ from typing import Any
 
 from cnnbp_ref._backend import check_float_array, namespace
 from cnnbp_ref._checks import check_grad_out
+from cnnbp_ref._typing import Array
 
 __all__ = [
     "leaky_relu",
@@ -41,13 +42,13 @@ __all__ = [
 # argument handling
 
 
-def _check_forward(x: Any) -> ModuleType:
+def _check_forward(x: Array) -> ModuleType:
     xp = namespace(x=x)
     check_float_array(xp, "x", x)
     return xp
 
 
-def _check_backward(grad_out: Any, x: Any) -> ModuleType:
+def _check_backward(grad_out: Array, x: Array) -> ModuleType:
     xp = namespace(grad_out=grad_out, x=x)
     check_float_array(xp, "x", x)
     check_grad_out(xp, grad_out, x, tuple(x.shape))
@@ -65,7 +66,7 @@ def _check_slope(negative_slope: Any) -> float:
 # ReLU
 
 
-def relu(x: Any) -> Any:
+def relu(x: Array) -> Array:
     """``max(x, 0)`` entry by entry, like ``torch.relu``.
 
     Parameters
@@ -80,7 +81,7 @@ def relu(x: Any) -> Any:
     return xp.where(x < 0, 0.0, x)
 
 
-def relu_backward(grad_out: Any, x: Any) -> Any:
+def relu_backward(grad_out: Array, x: Array) -> Array:
     """Gradient of :func:`relu`: ``grad_out`` where ``x > 0``, else 0 (0 at the kink ``x = 0``).
 
     Parameters
@@ -101,7 +102,7 @@ def relu_backward(grad_out: Any, x: Any) -> Any:
 # leaky ReLU
 
 
-def leaky_relu(x: Any, negative_slope: float = 0.01) -> Any:
+def leaky_relu(x: Array, negative_slope: float = 0.01) -> Array:
     """``x if x > 0 else negative_slope * x``, like ``torch.nn.functional.leaky_relu``.
 
     Parameters
@@ -118,7 +119,7 @@ def leaky_relu(x: Any, negative_slope: float = 0.01) -> Any:
     return xp.where(x > 0, x, x * slope)
 
 
-def leaky_relu_backward(grad_out: Any, x: Any, negative_slope: float = 0.01) -> Any:
+def leaky_relu_backward(grad_out: Array, x: Array, negative_slope: float = 0.01) -> Array:
     """Gradient of :func:`leaky_relu`: ``grad_out`` where ``x > 0``, else ``negative_slope * grad_out``.
 
     At the kink ``x = 0`` the derivative is ``negative_slope``, as in PyTorch.
@@ -142,7 +143,7 @@ def leaky_relu_backward(grad_out: Any, x: Any, negative_slope: float = 0.01) -> 
 # sigmoid
 
 
-def sigmoid(x: Any) -> Any:
+def sigmoid(x: Array) -> Array:
     """``1 / (1 + exp(-x))`` entry by entry, like ``torch.sigmoid``; never overflows.
 
     With ``e = exp(-|x|)`` (in ``(0, 1]``): ``sigmoid(x) = 1 / (1 + e)`` for ``x >= 0`` and
@@ -161,7 +162,7 @@ def sigmoid(x: Any) -> Any:
     return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
-def sigmoid_backward(grad_out: Any, x: Any) -> Any:
+def sigmoid_backward(grad_out: Array, x: Array) -> Array:
     """Gradient of :func:`sigmoid`: ``grad_out * s(x) * (1 - s(x))``.
 
     ``s(x) * (1 - s(x)) = s(x) * s(-x) = e / (1 + e)^2`` with ``e = exp(-|x|)``: no overflow,
@@ -187,7 +188,7 @@ def sigmoid_backward(grad_out: Any, x: Any) -> Any:
 # tanh
 
 
-def tanh(x: Any) -> Any:
+def tanh(x: Array) -> Array:
     """Hyperbolic tangent entry by entry, like ``torch.tanh``.
 
     Parameters
@@ -202,7 +203,7 @@ def tanh(x: Any) -> Any:
     return xp.tanh(x)
 
 
-def tanh_backward(grad_out: Any, x: Any) -> Any:
+def tanh_backward(grad_out: Array, x: Array) -> Array:
     """Gradient of :func:`tanh`: ``grad_out * (1 - tanh(x)^2)``.
 
     ``1 - tanh(x)^2 = sech(x)^2 = 4e / (1 + e)^2`` with ``e = exp(-2|x|)``: no overflow and no

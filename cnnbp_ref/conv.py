@@ -23,6 +23,7 @@ NumPy and CuPy) writes ``cols̄`` over it; blocks keep that buffer under ``_BLOC
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import reduce
 from types import ModuleType
@@ -34,6 +35,7 @@ import numpy as np
 from cnnbp_ref._backend import check_float_array, check_same_dtype, namespace
 from cnnbp_ref._checks import check_grad_out, check_ndim, check_shape, pair, positive_int
 from cnnbp_ref._parallel import even_slices, run_all, worker_count
+from cnnbp_ref._typing import Array
 from cnnbp_ref._windows import (
     Pads,
     accumulate_windows,
@@ -76,7 +78,7 @@ class _Geometry:
 # argument handling
 
 
-def _conv_padding(padding: Any, kernel: Pair, stride: Pair, dilation: Pair) -> Pads:
+def _conv_padding(padding: int | Pair | str, kernel: Pair, stride: Pair, dilation: Pair) -> Pads:
     """int, pair, ``'valid'`` or ``'same'`` -> ``((top, bottom), (left, right))``.
 
     ``'same'`` pads ``d*(k-1)`` in total per axis, the odd one on the bottom/right, like PyTorch.
@@ -97,7 +99,9 @@ def _conv_padding(padding: Any, kernel: Pair, stride: Pair, dilation: Pair) -> P
     return ((ph, ph), (pw, pw))
 
 
-def _conv_geometry(x: Any, kernel: Pair, stride: Any, padding: Any, dilation: Any) -> _Geometry:
+def _conv_geometry(
+    x: Array, kernel: Pair, stride: int | Pair, padding: int | Pair | str, dilation: int | Pair
+) -> _Geometry:
     stride = pair("stride", stride, minimum=1)
     dilation = pair("dilation", dilation, minimum=1)
     pads = _conv_padding(padding, kernel, stride, dilation)
@@ -115,7 +119,7 @@ def _conv_geometry(x: Any, kernel: Pair, stride: Any, padding: Any, dilation: An
     return _Geometry(in_size, pads, kernel, stride, dilation, (out[0], out[1]))
 
 
-def _check_arrays(xp: ModuleType, x: Any, weight: Any, x_layout: str, w_layout: str) -> None:
+def _check_arrays(xp: ModuleType, x: Array, weight: Array, x_layout: str, w_layout: str) -> None:
     check_float_array(xp, "x", x)
     check_float_array(xp, "weight", weight)
     check_same_dtype("weight", weight, "x", x)
@@ -123,7 +127,7 @@ def _check_arrays(xp: ModuleType, x: Any, weight: Any, x_layout: str, w_layout: 
     check_ndim("weight", weight, 4, w_layout)
 
 
-def _check_bias(xp: ModuleType, bias: Any, x: Any, channels: int) -> None:
+def _check_bias(xp: ModuleType, bias: Array | None, x: Array, channels: int) -> None:
     if bias is None:
         return
     check_float_array(xp, "bias", bias)
@@ -131,7 +135,7 @@ def _check_bias(xp: ModuleType, bias: Any, x: Any, channels: int) -> None:
     check_shape("bias", bias, (channels,))
 
 
-def _check_conv_channels(x: Any, weight: Any, groups: int) -> None:
+def _check_conv_channels(x: Array, weight: Array, groups: int) -> None:
     c_in, c_out, c_in_per_group = int(x.shape[1]), int(weight.shape[0]), int(weight.shape[1])
     if c_in % groups:
         raise ValueError(f"groups={groups} must divide x's C_in={c_in}; x has shape {tuple(x.shape)}")
@@ -146,7 +150,15 @@ def _check_conv_channels(x: Any, weight: Any, groups: int) -> None:
         )
 
 
-def _validate_conv2d(xp, x, weight, stride, padding, dilation, groups) -> tuple[_Geometry, int]:
+def _validate_conv2d(
+    xp: ModuleType,
+    x: Array,
+    weight: Array,
+    stride: int | Pair,
+    padding: int | Pair | str,
+    dilation: int | Pair,
+    groups: int,
+) -> tuple[_Geometry, int]:
     _check_arrays(xp, x, weight, "(N, C_in, H, W)", "(C_out, C_in/groups, kH, kW)")
     groups = positive_int("groups", groups)
     _check_conv_channels(x, weight, groups)
@@ -158,7 +170,7 @@ def _validate_conv2d(xp, x, weight, stride, padding, dilation, groups) -> tuple[
 # the three matrix products, shared by conv2d and conv_transpose2d
 
 
-def _im2col(xp: ModuleType, x: Any, geo: _Geometry, groups: int) -> Any:
+def _im2col(xp: ModuleType, x: Array, geo: _Geometry, groups: int) -> Array:
     """``x: (N, C, H, W)`` -> ``cols: (g, C/g*kh*kw, N*OH*OW)``."""
     n, c = int(x.shape[0]), int(x.shape[1])
     channels_first = xp.permute_dims(x, (1, 0, 2, 3))  # (C, N, H, W)
@@ -170,25 +182,25 @@ def _im2col(xp: ModuleType, x: Any, geo: _Geometry, groups: int) -> Any:
     )
 
 
-def _channels_matrix(xp: ModuleType, a: Any, groups: int) -> Any:
+def _channels_matrix(xp: ModuleType, a: Array, groups: int) -> Array:
     """``a: (N, C, OH, OW)`` -> ``(g, C/g, N*OH*OW)``, the layout ``Y_mat`` has."""
     n, c, h, w = (int(s) for s in a.shape)
     return xp.reshape(xp.permute_dims(a, (1, 0, 2, 3)), (groups, c // groups, n * h * w))
 
 
-def _from_channels_matrix(xp: ModuleType, m: Any, n: int, out: Pair) -> Any:
+def _from_channels_matrix(xp: ModuleType, m: Array, n: int, out: Pair) -> Array:
     """``m: (g, C/g, N*OH*OW)`` -> ``(N, C, OH, OW)``."""
     c = int(m.shape[0]) * int(m.shape[1])
     return xp.permute_dims(xp.reshape(m, (c, n, *out)), (1, 0, 2, 3))
 
 
-def _kernel_matrix(xp: ModuleType, weight: Any, groups: int) -> Any:
+def _kernel_matrix(xp: ModuleType, weight: Array, groups: int) -> Array:
     """``weight: (C_out, C_in/g, kh, kw)`` -> ``(g, C_out/g, C_in/g*kh*kw)``."""
     c_out = int(weight.shape[0])
     return xp.reshape(weight, (groups, c_out // groups, -1))
 
 
-def _matmul_into(xp: ModuleType, a: Any, b: Any, buffer: Any | None) -> Any:
+def _matmul_into(xp: ModuleType, a: Array, b: Array, buffer: Array | None) -> Array:
     """``a @ b``, written over ``buffer`` (of the product's shape and dtype) where the library allows.
 
     NumPy and CuPy take ``matmul(a, b, out=buffer)``: reusing a spent im2col buffer saves
@@ -206,7 +218,9 @@ def _matmul_into(xp: ModuleType, a: Any, b: Any, buffer: Any | None) -> Any:
     return a @ b
 
 
-def _correlate(xp: ModuleType, cols: Any, weight: Any, geo: _Geometry, groups: int, bias: Any = None) -> Any:
+def _correlate(
+    xp: ModuleType, cols: Array, weight: Array, geo: _Geometry, groups: int, bias: Array | None = None
+) -> Array:
     """The forward product ``W_mat @ cols`` (+ bias): ``cols`` of ``(n, C_in, H, W)`` -> ``(n, C_out, OH, OW)``."""
     n = int(cols.shape[-1]) // (geo.out[0] * geo.out[1])
     y = _kernel_matrix(xp, weight, groups) @ cols  # (g, C_out/g, n*OH*OW)
@@ -215,7 +229,7 @@ def _correlate(xp: ModuleType, cols: Any, weight: Any, geo: _Geometry, groups: i
     return _from_channels_matrix(xp, y, n, geo.out)
 
 
-def _kernel_grad_part(xp: ModuleType, cols: Any, grad_mat: Any) -> Any:
+def _kernel_grad_part(xp: ModuleType, cols: Array, grad_mat: Array) -> Array:
     """One batch block's ``W̄_mat^T = cols @ Ȳ_mat^T``: ``(g, C_in/g*kh*kw, C_out/g)``.
 
     The same product as ``Ȳ_mat @ cols^T`` with the long ``n*OH*OW`` axis inside: OpenBLAS runs
@@ -224,7 +238,7 @@ def _kernel_grad_part(xp: ModuleType, cols: Any, grad_mat: Any) -> Any:
     return cols @ xp.matrix_transpose(grad_mat)
 
 
-def _kernel_from_parts(xp: ModuleType, parts: dict[int, Any], shape: tuple) -> Any:
+def _kernel_from_parts(xp: ModuleType, parts: dict[int, Array], shape: tuple[int, ...]) -> Array:
     """Sum the blocks' ``W̄_mat^T`` in batch order and reshape to ``shape``: ``(C_out, C_in/g, kh, kw)``."""
     ordered = [parts[start] for start in sorted(parts)]
     return xp.reshape(xp.matrix_transpose(reduce(operator.add, ordered)), shape)
@@ -232,13 +246,13 @@ def _kernel_from_parts(xp: ModuleType, parts: dict[int, Any], shape: tuple) -> A
 
 def _input_grad(
     xp: ModuleType,
-    grad_mat: Any,
-    weight: Any,
+    grad_mat: Array,
+    weight: Array,
     geo: _Geometry,
     groups: int,
     channels: int,
-    buffer: Any | None = None,
-) -> Any:
+    buffer: Array | None = None,
+) -> Array:
     """``cols̄ = W_mat^T @ Ȳ_mat``, then col2im and crop: ``(g, C_out/g, n*OH*OW)`` -> ``(n, C_in, H, W)``.
 
     ``buffer``: a spent array of the shape of ``cols̄`` that may be overwritten (see :func:`_matmul_into`).
@@ -281,7 +295,13 @@ def _batch_blocks(xp: ModuleType, n: int, geo: _Geometry, channels: int, dtype: 
     return even_slices(n, -(-count // workers) * workers)
 
 
-def _assemble(xp: ModuleType, blocks: list[slice], shape: tuple, like: Any, compute: Any) -> Any:
+def _assemble(
+    xp: ModuleType,
+    blocks: list[slice],
+    shape: tuple[int, ...],
+    like: Array,
+    compute: Callable[[slice], Array],
+) -> Array:
     """``compute(block): (n, C, H, W)`` for every batch block, gathered into one ``(N, C, H, W)`` array.
 
     The products leave their results channel-major, ``(C, n, H, W)`` in memory, and the blocks
@@ -301,7 +321,7 @@ def _assemble(xp: ModuleType, blocks: list[slice], shape: tuple, like: Any, comp
     return xp.permute_dims(out, (1, 0, 2, 3))
 
 
-def _bias_grad(xp: ModuleType, grad_out: Any) -> Any:
+def _bias_grad(xp: ModuleType, grad_out: Array) -> Array:
     return xp.sum(grad_out, axis=(0, 2, 3))
 
 
@@ -310,14 +330,14 @@ def _bias_grad(xp: ModuleType, grad_out: Any) -> Any:
 
 
 def conv2d(
-    x: Any,
-    weight: Any,
-    bias: Any = None,
-    stride: Any = 1,
-    padding: Any = 0,
-    dilation: Any = 1,
+    x: Array,
+    weight: Array,
+    bias: Array | None = None,
+    stride: int | Pair = 1,
+    padding: int | Pair | str = 0,
+    dilation: int | Pair = 1,
     groups: int = 1,
-) -> Any:
+) -> Array:
     """2-D cross-correlation, as ``torch.nn.functional.conv2d``.
 
     Parameters
@@ -350,14 +370,14 @@ def conv2d(
 
 
 def conv2d_backward(
-    grad_out: Any,
-    x: Any,
-    weight: Any,
-    stride: Any = 1,
-    padding: Any = 0,
-    dilation: Any = 1,
+    grad_out: Array,
+    x: Array,
+    weight: Array,
+    stride: int | Pair = 1,
+    padding: int | Pair | str = 0,
+    dilation: int | Pair = 1,
     groups: int = 1,
-) -> tuple[Any, Any, Any]:
+) -> tuple[Array, Array, Array]:
     """Gradients of :func:`conv2d` for the upstream gradient ``grad_out``.
 
     Parameters
@@ -378,7 +398,7 @@ def conv2d_backward(
     n, c_in = int(x.shape[0]), int(x.shape[1])
     weight_parts = {}  # by block start: summed in batch order, whichever worker finishes first
 
-    def block_grads(block: slice) -> Any:
+    def block_grads(block: slice) -> Array:
         cols = _im2col(xp, x[block, ...], geo, groups)  # (g, C_in/g*kh*kw, n*OH*OW)
         grad_mat = _channels_matrix(xp, grad_out[block, ...], groups)  # (g, C_out/g, n*OH*OW)
         weight_parts[block.start] = _kernel_grad_part(xp, cols, grad_mat)
@@ -391,7 +411,14 @@ def conv2d_backward(
 
 
 def _validate_conv_transpose2d(
-    xp, x, weight, stride, padding, output_padding, groups, dilation
+    xp: ModuleType,
+    x: Array,
+    weight: Array,
+    stride: int | Pair,
+    padding: int | Pair,
+    output_padding: int | Pair,
+    groups: int,
+    dilation: int | Pair,
 ) -> tuple[_Geometry, int, int]:
     """Check the arguments; return the geometry *of the convolution whose adjoint this is*."""
     _check_arrays(xp, x, weight, "(N, C_in, H, W)", "(C_in, C_out/groups, kH, kW)")
@@ -431,15 +458,15 @@ def _validate_conv_transpose2d(
 
 
 def conv_transpose2d(
-    x: Any,
-    weight: Any,
-    bias: Any = None,
-    stride: Any = 1,
-    padding: Any = 0,
-    output_padding: Any = 0,
+    x: Array,
+    weight: Array,
+    bias: Array | None = None,
+    stride: int | Pair = 1,
+    padding: int | Pair = 0,
+    output_padding: int | Pair = 0,
     groups: int = 1,
-    dilation: Any = 1,
-) -> Any:
+    dilation: int | Pair = 1,
+) -> Array:
     """2-D transposed convolution, as ``torch.nn.functional.conv_transpose2d``.
 
     The adjoint of :func:`conv2d` with the same ``weight``, stride, padding, dilation and groups:
@@ -480,15 +507,15 @@ def conv_transpose2d(
 
 
 def conv_transpose2d_backward(
-    grad_out: Any,
-    x: Any,
-    weight: Any,
-    stride: Any = 1,
-    padding: Any = 0,
-    output_padding: Any = 0,
+    grad_out: Array,
+    x: Array,
+    weight: Array,
+    stride: int | Pair = 1,
+    padding: int | Pair = 0,
+    output_padding: int | Pair = 0,
     groups: int = 1,
-    dilation: Any = 1,
-) -> tuple[Any, Any, Any]:
+    dilation: int | Pair = 1,
+) -> tuple[Array, Array, Array]:
     """Gradients of :func:`conv_transpose2d` for the upstream gradient ``grad_out``.
 
     Since the forward is the adjoint of a convolution, its input gradient is that convolution:
@@ -508,7 +535,7 @@ def conv_transpose2d_backward(
     n = int(x.shape[0])
     weight_parts = {}  # by block start, as in conv2d_backward
 
-    def block_grads(block: slice) -> Any:
+    def block_grads(block: slice) -> Array:
         cols = _im2col(xp, grad_out[block, ...], geo, groups)  # (g, C_out/g*kh*kw, n*H*W), for both products
         # The weight plays the same role as in conv2d with grad_out as the input and x as dL/dy.
         weight_parts[block.start] = _kernel_grad_part(xp, cols, _channels_matrix(xp, x[block, ...], groups))

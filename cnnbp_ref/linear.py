@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import math
 from types import ModuleType
-from typing import Any
 
 from cnnbp_ref._backend import check_float_array, check_same_dtype, namespace
 from cnnbp_ref._checks import check_ndim, check_shape
+from cnnbp_ref._typing import Array
 
 __all__ = ["linear", "linear_backward"]
 
 
-def _check_x_weight(xp: ModuleType, x: Any, weight: Any) -> None:
+def _check_x_weight(xp: ModuleType, x: Array, weight: Array) -> None:
     check_float_array(xp, "x", x)
     check_float_array(xp, "weight", weight)
     check_same_dtype("weight", weight, "x", x)
@@ -36,7 +36,7 @@ def _check_x_weight(xp: ModuleType, x: Any, weight: Any) -> None:
         )
 
 
-def linear(x: Any, weight: Any, bias: Any = None) -> Any:
+def linear(x: Array, weight: Array, bias: Array | None = None) -> Array:
     """Affine map ``x @ weight^T + bias`` over the last axis, like ``torch.nn.functional.linear``.
 
     Parameters
@@ -64,7 +64,7 @@ def linear(x: Any, weight: Any, bias: Any = None) -> Any:
     return xp.reshape(out, (*batch_shape, out_features))  # (*, out)
 
 
-def linear_backward(grad_out: Any, x: Any, weight: Any) -> tuple[Any, Any, Any]:
+def linear_backward(grad_out: Array, x: Array, weight: Array) -> tuple[Array, Array, Array]:
     """Gradients of :func:`linear` with respect to ``x``, ``weight`` and ``bias``.
 
     Parameters

@@ -22,6 +22,7 @@ import array_api_compat
 
 from cnnbp_ref._backend import check_float_array, check_same_dtype, namespace
 from cnnbp_ref._checks import check_ndim, check_shape
+from cnnbp_ref._typing import Array
 
 __all__ = ["cross_entropy", "cross_entropy_backward", "log_softmax", "softmax"]
 
@@ -32,7 +33,7 @@ REDUCTIONS = ("mean", "sum", "none")
 # softmax and log-softmax
 
 
-def _check_softmax_args(x: Any, axis: Any) -> ModuleType:
+def _check_softmax_args(x: Array, axis: Any) -> ModuleType:
     xp = namespace(x=x)
     check_float_array(xp, "x", x)
     if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
@@ -44,12 +45,12 @@ def _check_softmax_args(x: Any, axis: Any) -> ModuleType:
     return xp
 
 
-def _shifted(xp: ModuleType, x: Any, axis: int) -> Any:
+def _shifted(xp: ModuleType, x: Array, axis: int) -> Array:
     """``x - max(x)`` along ``axis``: every entry <= 0, so ``exp`` cannot overflow."""
     return x - xp.max(x, axis=axis, keepdims=True)
 
 
-def softmax(x: Any, axis: int = -1) -> Any:
+def softmax(x: Array, axis: int = -1) -> Array:
     """``exp(x) / sum(exp(x))`` along ``axis``, like ``torch.softmax(x, dim=axis)``.
 
     The maximum along ``axis`` is subtracted first (which leaves softmax unchanged), so ``exp``
@@ -71,7 +72,7 @@ def softmax(x: Any, axis: int = -1) -> Any:
     return exps / xp.sum(exps, axis=axis, keepdims=True)
 
 
-def log_softmax(x: Any, axis: int = -1) -> Any:
+def log_softmax(x: Array, axis: int = -1) -> Array:
     """``x - log(sum(exp(x)))`` along ``axis``, like ``torch.log_softmax(x, dim=axis)``.
 
     Computed as ``s - log(sum(exp(s)))`` with ``s = x - max(x)``: the sum is at least 1, so
@@ -98,7 +99,7 @@ def log_softmax(x: Any, axis: int = -1) -> Any:
 
 
 def _check_cross_entropy_args(
-    logits: Any, target: Any, reduction: Any, label_smoothing: Any
+    logits: Array, target: Array, reduction: Any, label_smoothing: Any
 ) -> tuple[ModuleType, float]:
     """Validate the arguments; return the namespace and ``label_smoothing`` as a Python float.
 
@@ -126,18 +127,18 @@ def _check_cross_entropy_args(
     return xp, float(label_smoothing)
 
 
-def _is_target(xp: ModuleType, target: Any, classes: int) -> Any:
+def _is_target(xp: ModuleType, target: Array, classes: int) -> Array:
     """Boolean one-hot ``(N, C)``: ``target[i] == c``, by comparison with ``arange`` (no fancy indexing)."""
     class_ids = xp.arange(classes, dtype=target.dtype, device=array_api_compat.device(target))  # (C,)
     return xp.reshape(target, (-1, 1)) == xp.reshape(class_ids, (1, classes))  # (N, C)
 
 
 def cross_entropy(
-    logits: Any,
-    target: Any,
+    logits: Array,
+    target: Array,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
-) -> Any:
+) -> Array:
     """Cross-entropy between ``softmax(logits)`` and class indices, like ``F.cross_entropy``.
 
     ``loss_i = (1 - eps) * (-log p_{i,t_i}) + eps * mean_c(-log p_ic)`` with
@@ -171,7 +172,7 @@ def cross_entropy(
     return losses
 
 
-def _check_upstream_array(xp: ModuleType, grad_out: Any, logits: Any, shape: tuple[int, ...]) -> None:
+def _check_upstream_array(xp: ModuleType, grad_out: Array, logits: Array, shape: tuple[int, ...]) -> None:
     """Raise unless ``grad_out`` is a float array of ``logits``'s library and dtype with ``shape``."""
     namespace(grad_out=grad_out, logits=logits)  # TypeError unless an array of logits's library
     check_float_array(xp, "grad_out", grad_out)
@@ -179,7 +180,9 @@ def _check_upstream_array(xp: ModuleType, grad_out: Any, logits: Any, shape: tup
     check_shape("grad_out", grad_out, shape)
 
 
-def _upstream_gradient(xp: ModuleType, grad_out: Any, logits: Any, reduction: str) -> Any:
+def _upstream_gradient(
+    xp: ModuleType, grad_out: Array | float | None, logits: Array, reduction: str
+) -> Array | float:
     """``grad_out`` as something that broadcasts against ``(N, C)``: a scalar, or ``(N, 1)``."""
     if grad_out is None:
         return 1.0
@@ -194,12 +197,12 @@ def _upstream_gradient(xp: ModuleType, grad_out: Any, logits: Any, reduction: st
 
 
 def cross_entropy_backward(
-    logits: Any,
-    target: Any,
+    logits: Array,
+    target: Array,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
-    grad_out: Any = None,
-) -> Any:
+    grad_out: Array | float | None = None,
+) -> Array:
     """Gradient of :func:`cross_entropy` with respect to ``logits``: ``(softmax(z) - q)``, scaled.
 
     ``q = (1 - eps) * onehot(target) + eps / C``; each row is multiplied by the upstream

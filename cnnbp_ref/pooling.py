@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -37,6 +37,7 @@ import array_api_compat
 from cnnbp_ref._backend import check_float_array, namespace
 from cnnbp_ref._checks import check_grad_out, check_ndim, pair
 from cnnbp_ref._parallel import even_slices, run_all, worker_count
+from cnnbp_ref._typing import Array
 from cnnbp_ref._windows import Pads, crop_spatial, pad_spatial, window_slices
 
 __all__ = [
@@ -54,7 +55,7 @@ Pair = tuple[int, int]
 _PARALLEL_MIN_ELEMENTS = 2**18
 
 
-def _size(a: Any) -> int:
+def _size(a: Array) -> int:
     return math.prod(int(s) for s in a.shape)
 
 
@@ -113,12 +114,12 @@ def _check_flag(name: str, value: Any) -> bool:
 
 def _pool_geometry(
     xp: ModuleType,
-    x: Any,
-    kernel_size: Any,
-    stride: Any,
-    padding: Any,
-    dilation: Any,
-    ceil_mode: Any,
+    x: Array,
+    kernel_size: int | Pair,
+    stride: int | Pair | None,
+    padding: int | Pair,
+    dilation: int | Pair,
+    ceil_mode: bool,
 ) -> _PoolGeometry:
     """Validate ``x`` and the options as PyTorch does, and work out the output size."""
     check_float_array(xp, "x", x)
@@ -151,8 +152,8 @@ def _pool_geometry(
 
 
 def _offset_views(
-    xp: ModuleType, x: Any, geometry: _PoolGeometry, pad_value: float
-) -> Iterator[tuple[int, Any]]:
+    xp: ModuleType, x: Array, geometry: _PoolGeometry, pad_value: float
+) -> Iterator[tuple[int, Array]]:
     """``(k, view)`` per kernel offset ``k = i*kw + j`` (row-major), ``view: (N, C, OH, OW)``, of ``x`` padded with ``pad_value``."""
     g = geometry
     xpad = pad_spatial(xp, x, g.pads, pad_value)  # (N, C, Hp, Wp)
@@ -160,7 +161,13 @@ def _offset_views(
         yield i * g.kernel[1] + j, xpad[..., rows, columns]
 
 
-def _fold_windows(xp: ModuleType, x: Any, geometry: _PoolGeometry, pad_value: float, combine: Any) -> Any:
+def _fold_windows(
+    xp: ModuleType,
+    x: Array,
+    geometry: _PoolGeometry,
+    pad_value: float,
+    combine: Callable[[Array, Array], Array],
+) -> Array:
     """``combine`` the offsets' views of ``x`` (padded with ``pad_value``) one by one: ``(n, C, OH, OW)``."""
     total = None
     for _, values in _offset_views(xp, x, geometry, pad_value):
@@ -168,7 +175,9 @@ def _fold_windows(xp: ModuleType, x: Any, geometry: _PoolGeometry, pad_value: fl
     return total
 
 
-def _over_batch(xp: ModuleType, compute: Any, x: Any, spatial: tuple) -> Any:
+def _over_batch(
+    xp: ModuleType, compute: Callable[[slice], Array], x: Array, spatial: tuple[int, ...]
+) -> Array:
     """``compute(block): (n, C, *spatial)`` over the whole batch of ``x``, or one slice per worker thread.
 
     Every sample is pooled on its own, so the slices give exactly the same numbers.
@@ -187,7 +196,9 @@ def _over_batch(xp: ModuleType, compute: Any, x: Any, spatial: tuple) -> Any:
     return out
 
 
-def _spread(xp: ModuleType, contributions: Any, like: Any, geometry: _PoolGeometry) -> Any:
+def _spread(
+    xp: ModuleType, contributions: Callable[[int], Array], like: Array, geometry: _PoolGeometry
+) -> Array:
     """col2im and crop: add ``contributions(k): (N, C, OH, OW)`` onto offset ``k``'s slice, ``-> (N, C, H, W)``."""
     g = geometry
     n, c = int(like.shape[0]), int(like.shape[1])
@@ -197,7 +208,7 @@ def _spread(xp: ModuleType, contributions: Any, like: Any, geometry: _PoolGeomet
     return crop_spatial(grad_padded, g.pads, g.in_size)  # (N, C, H, W)
 
 
-def _tap_positions(xp: ModuleType, geometry: _PoolGeometry, axis: int, device: Any) -> Any:
+def _tap_positions(xp: ModuleType, geometry: _PoolGeometry, axis: int, device: Any) -> Array:
     """Input coordinate of kernel tap ``i`` of output ``o`` along ``axis``: ``o*s - p + i*d``, ``(k, O)``."""
     g = geometry
     starts = xp.arange(g.out[axis], device=device) * g.stride[axis] - g.padding[axis]  # (O,)
@@ -209,7 +220,7 @@ def _tap_positions(xp: ModuleType, geometry: _PoolGeometry, axis: int, device: A
 # max pooling
 
 
-def _first_inside(xp: ModuleType, geometry: _PoolGeometry, device: Any) -> Any:
+def _first_inside(xp: ModuleType, geometry: _PoolGeometry, device: Any) -> Array:
     """Flat offset ``i*kw + j`` of each window's first input pixel in row-major order, ``(OH, OW)``; ``-1`` if none."""
     g = geometry
     found = []
@@ -222,7 +233,7 @@ def _first_inside(xp: ModuleType, geometry: _PoolGeometry, device: Any) -> Any:
     return xp.where(any_row[:, None] & any_col[None, :], first, xp.full_like(first, -1))
 
 
-def _max_pool(xp: ModuleType, x: Any, geometry: _PoolGeometry) -> tuple[Any, Any]:
+def _max_pool(xp: ModuleType, x: Array, geometry: _PoolGeometry) -> tuple[Array, Array]:
     """The pooled maximum and the winning kernel offset, one running pass over the offsets.
 
     Returns ``out: (N, C, OH, OW)`` and ``winner: (N, C, OH, OW)``, the flat offset ``i*kw + j``
@@ -254,13 +265,13 @@ def _max_pool(xp: ModuleType, x: Any, geometry: _PoolGeometry) -> tuple[Any, Any
 
 
 def max_pool2d(
-    x: Any,
+    x: Array,
     kernel_size: int | Pair,
     stride: int | Pair | None = None,
     padding: int | Pair = 0,
     dilation: int | Pair = 1,
     ceil_mode: bool = False,
-) -> Any:
+) -> Array:
     """2-D max pooling, as ``torch.nn.functional.max_pool2d``.
 
     Parameters
@@ -282,7 +293,7 @@ def max_pool2d(
     xp = namespace(x=x)
     geometry = _pool_geometry(xp, x, kernel_size, stride, padding, dilation, ceil_mode)
 
-    def pool(block: slice) -> Any:
+    def pool(block: slice) -> Array:
         out = _fold_windows(xp, x[block, ...], geometry, -float("inf"), xp.maximum)  # NaN propagates
         # a 1x1 kernel leaves a view of x: copy it so that the result never aliases the input
         return xp.asarray(out, copy=True) if geometry.kernel == (1, 1) else out
@@ -291,14 +302,14 @@ def max_pool2d(
 
 
 def max_pool2d_backward(
-    grad_out: Any,
-    x: Any,
+    grad_out: Array,
+    x: Array,
     kernel_size: int | Pair,
     stride: int | Pair | None = None,
     padding: int | Pair = 0,
     dilation: int | Pair = 1,
     ceil_mode: bool = False,
-) -> Any:
+) -> Array:
     """Gradient of :func:`max_pool2d` with respect to ``x``, as PyTorch's autograd computes it.
 
     Each ``grad_out`` entry goes whole to its window's winner: the first maximum in row-major
@@ -320,7 +331,7 @@ def max_pool2d_backward(
     geometry = _pool_geometry(xp, x, kernel_size, stride, padding, dilation, ceil_mode)
     check_grad_out(xp, grad_out, x, (int(x.shape[0]), int(x.shape[1]), *geometry.out))
 
-    def grad(block: slice) -> Any:
+    def grad(block: slice) -> Array:
         upstream = grad_out[block, ...]  # (n, C, OH, OW)
         _, winner = _max_pool(xp, x[block, ...], geometry)
         if bool(xp.all(xp.isfinite(upstream))):
@@ -335,13 +346,13 @@ def max_pool2d_backward(
 
 
 def max_pool2d_argmax(
-    x: Any,
+    x: Array,
     kernel_size: int | Pair,
     stride: int | Pair | None = None,
     padding: int | Pair = 0,
     dilation: int | Pair = 1,
     ceil_mode: bool = False,
-) -> Any:
+) -> Array:
     """Flat index ``h*W + w`` of each window's winning input pixel, as ``return_indices=True``.
 
     Returns ``indices: (N, C, OH, OW)``, the integer array that
@@ -368,7 +379,7 @@ def max_pool2d_argmax(
 
 def _avg_divisor(
     xp: ModuleType, geometry: _PoolGeometry, count_include_pad: bool, dtype: Any, device: Any
-) -> Any:
+) -> Array:
     """The number each window sum is divided by, ``(OH, OW)``, as PyTorch's CPU kernel counts it.
 
     Per axis a window spans ``[start, end)`` with ``start = o*s - p`` and
@@ -388,13 +399,13 @@ def _avg_divisor(
 
 
 def avg_pool2d(
-    x: Any,
+    x: Array,
     kernel_size: int | Pair,
     stride: int | Pair | None = None,
     padding: int | Pair = 0,
     ceil_mode: bool = False,
     count_include_pad: bool = True,
-) -> Any:
+) -> Array:
     """2-D average pooling, as ``torch.nn.functional.avg_pool2d``.
 
     Parameters
@@ -418,7 +429,7 @@ def avg_pool2d(
     count_include_pad = _check_flag("count_include_pad", count_include_pad)
     divisor = _avg_divisor(xp, geometry, count_include_pad, x.dtype, array_api_compat.device(x))  # (OH, OW)
 
-    def pool(block: slice) -> Any:
+    def pool(block: slice) -> Array:
         return (
             _fold_windows(xp, x[block, ...], geometry, 0.0, operator.add) / divisor
         )  # window sums / divisor
@@ -427,14 +438,14 @@ def avg_pool2d(
 
 
 def avg_pool2d_backward(
-    grad_out: Any,
-    x: Any,
+    grad_out: Array,
+    x: Array,
     kernel_size: int | Pair,
     stride: int | Pair | None = None,
     padding: int | Pair = 0,
     ceil_mode: bool = False,
     count_include_pad: bool = True,
-) -> Any:
+) -> Array:
     """Gradient of :func:`avg_pool2d` with respect to ``x``, as PyTorch's autograd computes it.
 
     Every input pixel of a window receives ``grad_out / divisor`` of that window; overlapping
@@ -456,7 +467,7 @@ def avg_pool2d_backward(
     device = array_api_compat.device(grad_out)
     divisor = _avg_divisor(xp, geometry, count_include_pad, grad_out.dtype, device)  # (OH, OW)
 
-    def grad(block: slice) -> Any:
+    def grad(block: slice) -> Array:
         share = grad_out[block, ...] / divisor  # (n, C, OH, OW)
         return _spread(xp, lambda k: share, share, geometry)
 

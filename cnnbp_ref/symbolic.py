@@ -17,14 +17,17 @@ SymPy is imported lazily so ``import cnnbp_ref`` stays light.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import sympy
 
 __all__ = ["symbol_array", "grad_of_inner", "assert_sym_equal", "substitute", "inner"]
 
 
-def symbol_array(name: str, shape: tuple[int, ...], **assumptions: Any) -> np.ndarray:
+def symbol_array(name: str, shape: tuple[int, ...], **assumptions: bool) -> np.ndarray:
     """An object array of SymPy symbols ``name_{i,j,...}`` with the given shape.
 
     ``symbol_array('x', (2, 3))[1, 2]`` is the symbol ``x_{1,2}``. Keyword arguments are SymPy
@@ -39,7 +42,7 @@ def symbol_array(name: str, shape: tuple[int, ...], **assumptions: Any) -> np.nd
     return out
 
 
-def inner(g: np.ndarray, y: np.ndarray) -> Any:
+def inner(g: np.ndarray, y: np.ndarray) -> sympy.Expr:
     """The scalar ``sum(g * y)``: the loss whose gradient w.r.t. ``y`` is exactly ``g``."""
     if g.shape != y.shape:
         raise ValueError(f"g must have the shape of y {y.shape}, got {g.shape}")
@@ -82,7 +85,8 @@ def assert_sym_equal(actual: np.ndarray, expected: np.ndarray) -> None:
 
 
 def substitute(
-    expressions: np.ndarray, bindings: Mapping[Any, Any] | Iterable[tuple[np.ndarray, np.ndarray]]
+    expressions: np.ndarray,
+    bindings: Mapping[sympy.Symbol, float] | Iterable[tuple[np.ndarray, np.ndarray]],
 ) -> np.ndarray:
     """Evaluate an object array of expressions to a float64 array.
 
@@ -90,7 +94,7 @@ def substitute(
     ``substitute(dx, [(x_sym, x_num), (g_sym, g_num)])``.
     """
     pairs = bindings.items() if isinstance(bindings, Mapping) else bindings
-    values: dict[Any, float] = {}
+    values: dict[sympy.Symbol, float] = {}
     for symbols, numbers in pairs:
         symbols = np.asarray(symbols, dtype=object)
         numbers = np.asarray(numbers, dtype=np.float64)
