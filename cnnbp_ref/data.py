@@ -11,8 +11,11 @@ The IDX format (LeCun et al.): two zero bytes, a type code, the number of dimens
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -27,49 +30,84 @@ _IDX_TYPES = {
     0x0E: np.dtype(">f8"),
 }
 _GZIP_MAGIC = b"\x1f\x8b"
+_CHUNK = 1 << 24  # bytes per read: a header that declares more data never allocates it up front
+TRAIN_EXTRA = 'pip install "cnnbp-ref[train]"'
 
 
 class IDXFormatError(ValueError):
-    """A file is not a well-formed IDX file (bad magic, unknown type, truncated, trailing bytes)."""
+    """A file is not a well-formed IDX file (bad magic, unknown type, truncated, trailing bytes, bad gzip)."""
 
 
-def _read_bytes(path: Path) -> bytes:
-    raw = path.read_bytes()
-    if raw[:2] == _GZIP_MAGIC:
-        try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError) as err:
-            raise IDXFormatError(f"{path}: corrupt or truncated gzip data ({err})") from err
-    return raw
+def _read_up_to(stream: BinaryIO, size: int) -> bytes:
+    """Read ``size`` bytes, or fewer if the stream ends first, in chunks of at most :data:`_CHUNK`."""
+    chunks, remaining = [], size
+    while remaining > 0:
+        chunk = stream.read(min(remaining, _CHUNK))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def _count_rest(stream: BinaryIO) -> int:
+    """The number of bytes left in ``stream``, read and dropped chunk by chunk."""
+    count = 0
+    while chunk := stream.read(_CHUNK):
+        count += len(chunk)
+    return count
+
+
+def _parse(path: Path, stream: BinaryIO, stored_size: int | None) -> np.ndarray:
+    """Header, then body, from ``stream``; ``stored_size`` is the file's size when it is not compressed."""
+    magic = _read_up_to(stream, 4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0:
+        raise IDXFormatError(f"{path}: not an IDX file (expected two zero bytes, got {magic!r})")
+    type_code, ndim = magic[2], magic[3]
+    if type_code not in _IDX_TYPES:
+        raise IDXFormatError(f"{path}: unknown IDX type code 0x{type_code:02x}")
+    header_size = 4 + 4 * ndim
+    sizes = _read_up_to(stream, 4 * ndim)
+    if len(sizes) < 4 * ndim:
+        raise IDXFormatError(
+            f"{path}: truncated header: {ndim} dimensions need {header_size} bytes, got {4 + len(sizes)}"
+        )
+    shape = tuple(int(s) for s in np.frombuffer(sizes, dtype=">u4"))
+    dtype = _IDX_TYPES[type_code]
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: sizes near 2**32 cannot overflow
+    if stored_size is not None and stored_size - header_size != expected:
+        body, body_size = b"", stored_size - header_size  # known from the file's size: nothing to read
+    else:
+        body = _read_up_to(stream, expected)
+        body_size = len(body) + (_count_rest(stream) if len(body) == expected else 0)
+    if body_size != expected:
+        what = "truncated" if body_size < expected else "has trailing bytes"
+        raise IDXFormatError(f"{path}: {what}: shape {shape} needs {expected} data bytes, got {body_size}")
+    values = np.frombuffer(body, dtype=dtype).reshape(shape)
+    return values.astype(dtype.newbyteorder("="))
 
 
 def load_idx(path: str | os.PathLike) -> np.ndarray:
     """Read one IDX file (optionally gzipped, detected by its magic bytes) into an array.
 
     Returns the array with the shape and element type the header declares, in native byte order.
-    Raises :class:`IDXFormatError` naming the file for a bad header, a truncated body or extra bytes.
+    Raises :class:`IDXFormatError` naming the file for a bad header, a truncated body, extra bytes
+    or a damaged gzip stream (bad deflate data, wrong checksum, cut short); the header's sizes are
+    checked against the data before any of it is allocated, so a header that declares more than
+    the file holds (up to ``(2**32 - 1) ** 255`` values) is an error, not a ``MemoryError``.
+    ``FileNotFoundError`` and other ``OSError`` s come from opening the file.
     """
     path = Path(path)
-    raw = _read_bytes(path)
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise IDXFormatError(f"{path}: not an IDX file (expected two zero bytes, got {raw[:4]!r})")
-    type_code, ndim = raw[2], raw[3]
-    if type_code not in _IDX_TYPES:
-        raise IDXFormatError(f"{path}: unknown IDX type code 0x{type_code:02x}")
-    header_size = 4 + 4 * ndim
-    if len(raw) < header_size:
-        raise IDXFormatError(
-            f"{path}: truncated header: {ndim} dimensions need {header_size} bytes, got {len(raw)}"
-        )
-    shape = tuple(int(s) for s in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    dtype = _IDX_TYPES[type_code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    body = len(raw) - header_size
-    if body != expected:
-        what = "truncated" if body < expected else "has trailing bytes"
-        raise IDXFormatError(f"{path}: {what}: shape {shape} needs {expected} data bytes, got {body}")
-    values = np.frombuffer(raw, dtype=dtype, offset=header_size).reshape(shape)
-    return values.astype(dtype.newbyteorder("="))
+    with path.open("rb") as file:
+        if file.read(2) != _GZIP_MAGIC:
+            file.seek(0)
+            return _parse(path, file, os.fstat(file.fileno()).st_size)
+        file.seek(0)
+        try:
+            with gzip.GzipFile(fileobj=file) as stream:
+                return _parse(path, stream, None)
+        except (OSError, EOFError, zlib.error) as err:  # BadGzipFile is an OSError
+            raise IDXFormatError(f"{path}: corrupt or truncated gzip data ({err})") from err
 
 
 def _find(directory: Path, stem: str) -> Path:
@@ -87,26 +125,49 @@ def load_mnist(directory: str | os.PathLike, split: str = "train") -> tuple[np.n
 
     Returns
     -------
-    images : float32, ``(N, 1, H, W)``, scaled to ``[0, 1]``
+    images : float32, ``(N, 1, H, W)``, scaled to ``[0, 1]`` when stored as uint8, else as stored
     labels : int64, ``(N,)``
+
+    Raises :class:`IDXFormatError` for a file that is not well formed (see :func:`load_idx`), images
+    that are not 3-D ``(N, H, W)``, labels that are not 1-D integers, or counts that differ, and
+    ``FileNotFoundError`` when a file is missing.
     """
     prefixes = {"train": "train", "test": "t10k"}
     if split not in prefixes:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     directory = Path(directory)
-    images = load_idx(_find(directory, f"{prefixes[split]}-images-idx3-ubyte"))
-    labels = load_idx(_find(directory, f"{prefixes[split]}-labels-idx1-ubyte"))
+    images_path = _find(directory, f"{prefixes[split]}-images-idx3-ubyte")
+    labels_path = _find(directory, f"{prefixes[split]}-labels-idx1-ubyte")
+    images, labels = load_idx(images_path), load_idx(labels_path)
     if images.ndim != 3:
-        raise IDXFormatError(f"{directory}: images must be 3-D (N, H, W), got shape {images.shape}")
+        raise IDXFormatError(f"{images_path}: images must be 3-D (N, H, W), got shape {images.shape}")
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise IDXFormatError(
+            f"{labels_path}: labels must be a 1-D array of integers, got shape {labels.shape} "
+            f"of {labels.dtype}"
+        )
     if labels.shape != images.shape[:1]:
-        raise IDXFormatError(f"{directory}: {images.shape[0]} images but labels have shape {labels.shape}")
+        raise IDXFormatError(
+            f"{directory}: {images.shape[0]} images in {images_path.name} but {labels.shape[0]} labels "
+            f"in {labels_path.name}"
+        )
     scale = 255.0 if images.dtype == np.uint8 else 1.0
     return (images[:, None].astype(np.float32) / np.float32(scale)), labels.astype(np.int64)
 
 
 def load_digits() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's bundled 8x8 digits: float32 images ``(1797, 1, 8, 8)`` in ``[0, 1]``, int64 labels."""
-    from sklearn.datasets import load_digits as sklearn_digits
+    """scikit-learn's bundled 8x8 digits: float32 images ``(1797, 1, 8, 8)`` in ``[0, 1]``, int64 labels.
+
+    scikit-learn is an optional dependency (the ``train`` extra); without it this raises
+    ``ModuleNotFoundError`` saying what to install.
+    """
+    try:
+        from sklearn.datasets import load_digits as sklearn_digits
+    except ImportError as err:
+        raise ModuleNotFoundError(
+            f"the bundled digits come with scikit-learn, which is not installed: {TRAIN_EXTRA}",
+            name="sklearn",
+        ) from err
 
     bunch = sklearn_digits()
     images = bunch.images.astype(np.float32)[:, None] / np.float32(16.0)
