@@ -1,0 +1,831 @@
+"""A reverse-mode autograd engine whose every gradient is one of cnnbp_ref's derived backward rules.
+
+micrograd's design on arrays: a :class:`Tensor` wraps an array of any supported namespace (NumPy,
+CuPy, ``array_api_strict``); every operation on Tensors returns a new Tensor that remembers its
+inputs and a closure, its vector-Jacobian product (VJP). ``loss.backward()`` visits the graph in
+reverse topological order, calls each closure with the gradient of its output and adds up (``+``)
+the gradients that arrive at a value used more than once. The closures call the derived rules
+(:func:`cnnbp_ref.conv.conv2d_backward`, :func:`cnnbp_ref.pooling.max_pool2d_backward`, ...); the
+engine holds no calculus of its own. The tensor operations between layers (add, multiply, sum,
+reshape, concatenation, slicing) have VJPs that are bookkeeping: undo a broadcast by summing,
+reshape back, split, scatter into zeros.
+
+>>> import numpy as np
+>>> from cnnbp_ref import autograd as ag
+>>> x = ag.Tensor(np.array([[-1.0, 2.0]]), requires_grad=True)
+>>> y = ag.relu(x) * 3.0 + x                          # x is used twice: its gradients add up
+>>> y.sum().backward()
+>>> x.grad
+array([[1., 4.]])
+
+Semantics follow ``torch.autograd``: a scalar needs no ``grad`` argument; the graph is freed by
+``backward`` unless ``retain_graph=True``; a leaf's ``.grad`` accumulates over ``backward`` calls
+until :func:`zero_grad`; :func:`no_grad` records nothing. :mod:`cnnbp_ref.nn` layers run on
+Tensors through :func:`layer_forward` (``forward(model, x)``): the layers' parameters become leaf
+Tensors, and each ``backward`` writes their ``.grad`` into the layer's ``grad_<name>`` attributes,
+so ``model.grads`` feeds :mod:`cnnbp_ref.optim` as after ``model.backward``.
+
+Grad mode (:func:`no_grad`) is one switch for the whole process, not per thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import numbers
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import array_api_compat
+
+from cnnbp_ref import activations, conv, losses, nn, pooling
+from cnnbp_ref._backend import check_float_array, check_same_dtype, namespace
+from cnnbp_ref._checks import check_shape
+
+# The package's __init__ rebinds the name `cnnbp_ref.linear` to the function, so import by name.
+from cnnbp_ref.linear import linear as linear_rule
+from cnnbp_ref.linear import linear_backward
+
+__all__ = [
+    "Tensor",
+    "add",
+    "avg_pool2d",
+    "cat",
+    "conv2d",
+    "conv_transpose2d",
+    "cross_entropy",
+    "flatten",
+    "forward",
+    "layer_forward",
+    "leaky_relu",
+    "linear",
+    "log_softmax",
+    "matmul",
+    "max_pool2d",
+    "mean",
+    "mul",
+    "no_grad",
+    "register_layer",
+    "relu",
+    "reshape",
+    "sigmoid",
+    "softmax",
+    "sub",
+    "sum",
+    "tanh",
+    "zero_grad",
+]
+
+_grad_enabled = True
+
+
+@contextmanager
+def no_grad() -> Iterator[None]:
+    """Within this block operations record no graph: their outputs have ``requires_grad=False``.
+
+    Like ``torch.no_grad()``; usable as ``with no_grad():`` or as a decorator.
+    """
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+# ---------------------------------------------------------------------------------------------
+# the engine: a Tensor, the graph it records, and backward
+
+
+class Tensor:
+    """An array and, when it was computed from Tensors that require grad, how to backpropagate.
+
+    Parameters
+    ----------
+    data : float32 or float64 array of any shape (NumPy, CuPy or array-API), used as is (no copy)
+    requires_grad : whether ``backward`` should compute ``dL/d(this tensor)`` into :attr:`grad`
+
+    A Tensor created by the user is a *leaf*; one returned by an operation is a node of the graph
+    with the operation's inputs as ``parents`` and its VJP as ``vjp``.
+    """
+
+    __slots__ = ("_owner", "data", "freed", "grad", "op", "parents", "requires_grad", "vjp")
+    __array_ufunc__ = None  # `ndarray + Tensor` defers to Tensor.__radd__ instead of looping over it
+
+    def __init__(self, data: Any, requires_grad: bool = False) -> None:
+        if isinstance(data, Tensor):
+            raise TypeError("data must be an array, got a Tensor (use tensor.detach() for a graph-free copy)")
+        check_float_array(namespace(data=data), "data", data)
+        if not isinstance(requires_grad, bool):
+            raise TypeError(f"requires_grad must be a bool, got {requires_grad!r}")
+        self.data = data
+        self.requires_grad = requires_grad
+        self.grad: Any = None
+        self.parents: tuple[Tensor, ...] = ()
+        self.vjp: Callable[[Any], Sequence[Any]] | None = None
+        self.op = ""
+        self.freed = False
+        self._owner: tuple[weakref.ref, str] | None = None  # (layer, parameter name) for nn parameters
+
+    def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
+        """Accumulate ``d(self)/d(leaf)``, contracted with ``grad``, into every leaf's ``.grad``.
+
+        Parameters
+        ----------
+        grad : array of this tensor's shape, library and dtype: the gradient of the final loss with
+            respect to this tensor. May be left out for a tensor of one element (it is then 1).
+        retain_graph : keep the graph so that ``backward`` can run through it again; by default
+            each node's VJP and saved inputs are released once used.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad: nothing to differentiate")
+        xp = namespace(tensor=self.data)
+        if grad is None:
+            if math.prod(self.shape) != 1:
+                raise RuntimeError(
+                    f"backward() without grad needs a tensor of one element (a loss), got shape {self.shape}; "
+                    "pass grad, an array of that shape"
+                )
+            grad = xp.ones_like(self.data)
+        else:
+            grad = grad.data if isinstance(grad, Tensor) else grad
+            namespace(grad=grad, tensor=self.data)
+            check_float_array(xp, "grad", grad)
+            check_same_dtype("grad", grad, "tensor", self.data)
+            check_shape("grad", grad, self.shape)
+        grads = {self: grad}  # the gradient reaching each tensor, summed over every use of it
+        for node in reversed(_topological_order(self)):
+            grad_node = grads.pop(node)
+            if node.freed:
+                raise RuntimeError(
+                    f"backward through the graph a second time: the graph of {node.op!r} was freed by an "
+                    "earlier backward; call the first backward with retain_graph=True to keep it"
+                )
+            if node.vjp is None:  # a leaf
+                node.grad = grad_node if node.grad is None else node.grad + grad_node
+                if node._owner is not None:
+                    layer, name = node._owner[0](), node._owner[1]
+                    if layer is not None:
+                        setattr(layer, f"grad_{name}", node.grad)
+                continue
+            for parent, grad_parent in zip(node.parents, node.vjp(grad_node), strict=True):
+                if grad_parent is None or not parent.requires_grad:
+                    continue
+                if tuple(grad_parent.shape) != parent.shape:
+                    raise RuntimeError(
+                        f"{node.op}'s backward returned a gradient of shape {tuple(grad_parent.shape)} "
+                        f"for an input of shape {parent.shape}"
+                    )
+                # A tensor used by several operations: the chain rule sums the paths, so add.
+                grads[parent] = grads[parent] + grad_parent if parent in grads else grad_parent
+            if not retain_graph:
+                node.parents, node.vjp, node.freed = (), None, True
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self) -> Any:
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def is_leaf(self) -> bool:
+        """Created by the user (or recorded no graph), as opposed to computed by a recorded operation."""
+        return self.vjp is None and not self.freed
+
+    def detach(self) -> Tensor:
+        """The same array as a new leaf that requires no grad (no copy, no graph)."""
+        return Tensor(self.data)
+
+    def item(self) -> float:
+        """The value of a one-element tensor as a Python float."""
+        return float(self.data)
+
+    def __repr__(self) -> str:
+        how = f", op={self.op!r}" if self.op else ""
+        return f"Tensor(shape={self.shape}, dtype={self.dtype}, requires_grad={self.requires_grad}{how})"
+
+    def __add__(self, other: Any) -> Tensor:
+        return add(self, other)
+
+    def __radd__(self, other: Any) -> Tensor:
+        return add(other, self)
+
+    def __sub__(self, other: Any) -> Tensor:
+        return sub(self, other)
+
+    def __rsub__(self, other: Any) -> Tensor:
+        return sub(other, self)
+
+    def __neg__(self) -> Tensor:
+        return mul(self, -1.0)
+
+    def __mul__(self, other: Any) -> Tensor:
+        return mul(self, other)
+
+    def __rmul__(self, other: Any) -> Tensor:
+        return mul(other, self)
+
+    def __truediv__(self, other: Any) -> Tensor:
+        if not _is_number(other):
+            raise TypeError(f"a Tensor can only be divided by a Python number, got {type(other).__name__}")
+        return mul(self, 1.0 / other)
+
+    def __matmul__(self, other: Any) -> Tensor:
+        return matmul(self, other)
+
+    def __rmatmul__(self, other: Any) -> Tensor:
+        return matmul(other, self)
+
+    def __getitem__(self, key: Any) -> Tensor:
+        return _getitem(self, key)
+
+    def sum(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+        return sum(self, axis, keepdims)
+
+    def mean(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+        return mean(self, axis, keepdims)
+
+    def reshape(self, *shape: Any) -> Tensor:
+        return reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
+
+    def flatten(self, start_dim: int = 1) -> Tensor:
+        return flatten(self, start_dim)
+
+
+def _topological_order(root: Tensor) -> list[Tensor]:
+    """Every tensor ``root`` depends on through tensors that require grad, each after its parents.
+
+    A depth-first search with an explicit stack (no recursion, so a graph thousands of operations
+    deep is fine): a tensor is appended once all of its parents have been.
+    """
+    order: list[Tensor] = []
+    seen: set[int] = set()
+    stack: list[tuple[Tensor, bool]] = [(root, False)]
+    while stack:
+        tensor, parents_done = stack.pop()
+        if parents_done:
+            order.append(tensor)
+            continue
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        stack.append((tensor, True))
+        stack.extend((parent, False) for parent in tensor.parents if parent.requires_grad)
+    return order
+
+
+def _record(data: Any, op: str, parents: tuple[Tensor, ...], vjp: Callable[[Any], Sequence[Any]]) -> Tensor:
+    """The output of an operation; in the graph when grad mode is on and an input requires grad.
+
+    ``vjp(grad_out)`` returns one gradient per parent, in order (``None`` for none).
+    """
+    out = Tensor(data, requires_grad=_grad_enabled and any(p.requires_grad for p in parents))
+    if out.requires_grad:
+        out.parents, out.vjp, out.op = parents, vjp, op
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# operands
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _tensor(name: str, value: Any) -> Tensor:
+    """``value`` as a Tensor: a Tensor as is, an array as a constant (``requires_grad=False``)."""
+    if isinstance(value, Tensor):
+        return value
+    if not array_api_compat.is_array_api_obj(value):
+        raise TypeError(f"{name} must be a Tensor or an array, got {type(value).__name__}")
+    return Tensor(value)
+
+
+def _optional(name: str, value: Any) -> Tensor | None:
+    return None if value is None else _tensor(name, value)
+
+
+def _data(tensor: Tensor | None) -> Any:
+    return None if tensor is None else tensor.data
+
+
+def _same_kind(tensors: Sequence[Tensor], names: Sequence[str]) -> Any:
+    """The shared namespace of the tensors, after checking that they share one library and dtype."""
+    xp = namespace(**{name: t.data for name, t in zip(names, tensors, strict=True)})
+    for name, t in zip(names[1:], tensors[1:], strict=True):
+        check_same_dtype(name, t.data, names[0], tensors[0].data)
+    return xp
+
+
+def _operands(a: Any, b: Any) -> tuple[Any, Tensor, Tensor]:
+    """Two operands of an elementwise operation as Tensors; a Python number becomes a 0-d constant."""
+    if _is_number(a) and not _is_number(b):
+        b = _tensor("b", b)
+        a = Tensor(namespace(b=b.data).asarray(a, dtype=b.dtype, device=array_api_compat.device(b.data)))
+    elif _is_number(b):
+        a = _tensor("a", a)
+        b = Tensor(namespace(a=a.data).asarray(b, dtype=a.dtype, device=array_api_compat.device(a.data)))
+    else:
+        a, b = _tensor("a", a), _tensor("b", b)
+    return _same_kind((a, b), ("a", "b")), a, b
+
+
+# ---------------------------------------------------------------------------------------------
+# tensor operations: their VJPs move gradients around, they derive nothing
+
+
+def _unbroadcast(xp: Any, grad: Any, shape: tuple[int, ...]) -> Any:
+    """Sum ``grad`` over the axes that broadcasting added or stretched, back to ``shape``."""
+    extra = grad.ndim - len(shape)
+    if extra:
+        grad = xp.sum(grad, axis=tuple(range(extra)))  # drop the leading axes broadcasting added
+    stretched = tuple(axis for axis, size in enumerate(shape) if size == 1 and grad.shape[axis] != 1)
+    return xp.sum(grad, axis=stretched, keepdims=True) if stretched else grad
+
+
+def add(a: Any, b: Any) -> Tensor:
+    """``a + b`` with broadcasting; Tensors, arrays or Python numbers (one library and dtype)."""
+    xp, a, b = _operands(a, b)
+
+    def vjp(grad: Any) -> tuple[Any, Any]:
+        return _unbroadcast(xp, grad, a.shape), _unbroadcast(xp, grad, b.shape)
+
+    return _record(a.data + b.data, "add", (a, b), vjp)
+
+
+def sub(a: Any, b: Any) -> Tensor:
+    """``a - b`` with broadcasting; Tensors, arrays or Python numbers (one library and dtype)."""
+    xp, a, b = _operands(a, b)
+
+    def vjp(grad: Any) -> tuple[Any, Any]:
+        return _unbroadcast(xp, grad, a.shape), _unbroadcast(xp, -grad, b.shape)
+
+    return _record(a.data - b.data, "sub", (a, b), vjp)
+
+
+def mul(a: Any, b: Any) -> Tensor:
+    """``a * b`` elementwise with broadcasting; Tensors, arrays or Python numbers."""
+    xp, a, b = _operands(a, b)
+
+    def vjp(grad: Any) -> tuple[Any, Any]:
+        grad_a = _unbroadcast(xp, grad * b.data, a.shape) if a.requires_grad else None
+        grad_b = _unbroadcast(xp, grad * a.data, b.shape) if b.requires_grad else None
+        return grad_a, grad_b
+
+    return _record(a.data * b.data, "mul", (a, b), vjp)
+
+
+def _axes(axis: int | tuple[int, ...] | None, ndim: int) -> tuple[int, ...]:
+    """``axis`` of a reduction as a tuple of non-negative axes (``None``: all of them)."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
+    for a in axes:
+        if not isinstance(a, numbers.Integral) or not -ndim <= a < max(ndim, 1):
+            raise ValueError(f"axis must be ints in [-{ndim}, {ndim}), got {axis!r}")
+    return tuple(int(a) % max(ndim, 1) for a in axes)
+
+
+def sum(x: Any, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+    """Sum over ``axis`` (all axes by default), like ``torch.sum``; ``(*)`` -> the reduced shape."""
+    x = _tensor("x", x)
+    xp = namespace(x=x.data)
+    axes = _axes(axis, x.ndim)
+    kept_shape = tuple(1 if d in axes else s for d, s in enumerate(x.shape))
+
+    def vjp(grad: Any) -> tuple[Any]:
+        return (xp.zeros_like(x.data) + xp.reshape(grad, kept_shape),)  # every summand gets grad
+
+    return _record(xp.sum(x.data, axis=axes, keepdims=keepdims), "sum", (x,), vjp)
+
+
+def mean(x: Any, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+    """Mean over ``axis`` (all axes by default), like ``torch.mean``: the sum divided by the count."""
+    x = _tensor("x", x)
+    count = math.prod(x.shape[d] for d in _axes(axis, x.ndim))
+    return mul(sum(x, axis, keepdims), 1.0 / count)
+
+
+def reshape(x: Any, shape: Sequence[int]) -> Tensor:
+    """``x`` with a new shape of the same size (one entry may be ``-1``), like ``torch.reshape``."""
+    x = _tensor("x", x)
+    xp = namespace(x=x.data)
+
+    def vjp(grad: Any) -> tuple[Any]:
+        return (xp.reshape(grad, x.shape),)
+
+    return _record(xp.reshape(x.data, tuple(shape)), "reshape", (x,), vjp)
+
+
+def flatten(x: Any, start_dim: int = 1) -> Tensor:
+    """``(d0, ..., d_{s-1}, d_s, ...)`` -> ``(d0, ..., d_{s-1}, d_s * ...)``, like ``torch.flatten(x, s)``.
+
+    The default ``start_dim=1`` is :class:`cnnbp_ref.nn.Flatten`'s: ``(N, C, H, W)`` -> ``(N, C*H*W)``.
+    """
+    x = _tensor("x", x)
+    if not isinstance(start_dim, numbers.Integral) or not 0 <= start_dim < max(x.ndim, 1):
+        raise ValueError(
+            f"start_dim must be an int in [0, {x.ndim}) for x of shape {x.shape}, got {start_dim!r}"
+        )
+    return reshape(x, (*x.shape[:start_dim], math.prod(x.shape[start_dim:])))
+
+
+def cat(tensors: Sequence[Any], axis: int = 1) -> Tensor:
+    """Concatenate along ``axis`` (channels by default), like ``torch.cat(tensors, dim=axis)``.
+
+    Every tensor has the same shape except along ``axis``, and one library and dtype.
+    """
+    if not isinstance(tensors, (list, tuple)) or len(tensors) == 0:
+        raise ValueError(f"tensors must be a non-empty list of Tensors, got {tensors!r}")
+    tensors = tuple(_tensor(f"tensors[{i}]", t) for i, t in enumerate(tensors))
+    xp = _same_kind(tensors, [f"tensors[{i}]" for i in range(len(tensors))])
+    data = xp.concat([t.data for t in tensors], axis=axis)
+    axis = axis % data.ndim
+    ends = list(itertools.accumulate(t.shape[axis] for t in tensors))
+    starts = [0, *ends[:-1]]
+
+    def vjp(grad: Any) -> list[Any]:
+        lead = (slice(None),) * axis
+        return [grad[(*lead, slice(s, e), ...)] for s, e in zip(starts, ends, strict=True)]
+
+    return _record(data, "cat", tensors, vjp)
+
+
+def _check_basic_key(key: Any) -> tuple[Any, ...]:
+    parts = key if isinstance(key, tuple) else (key,)
+    for part in parts:
+        if not (part is Ellipsis or isinstance(part, slice) or _is_int(part)):
+            raise TypeError(
+                f"a Tensor is indexed by ints, slices and '...' only, got {type(part).__name__} in {key!r}"
+            )
+    return parts
+
+
+def _getitem(x: Tensor, key: Any) -> Tensor:
+    """``x[key]`` for ints, slices and ``...``; the gradient lands in a zero array at those places."""
+    key = _check_basic_key(key)
+    xp = namespace(x=x.data)
+
+    def vjp(grad: Any) -> tuple[Any]:
+        grad_x = xp.zeros(x.shape, dtype=x.dtype, device=array_api_compat.device(x.data))
+        grad_x[key] = grad  # basic indexing picks each entry at most once: no sums needed
+        return (grad_x,)
+
+    return _record(x.data[key], "getitem", (x,), vjp)
+
+
+# ---------------------------------------------------------------------------------------------
+# the derived rules: each forward calls cnnbp_ref's function, each VJP its *_backward
+
+
+def linear(x: Any, weight: Any, bias: Any = None) -> Tensor:
+    """``x @ weight^T + bias``, :func:`cnnbp_ref.linear.linear`; ``(*, in)`` -> ``(*, out)``."""
+    x, weight, bias = _tensor("x", x), _tensor("weight", weight), _optional("bias", bias)
+
+    def vjp(grad: Any) -> tuple[Any, ...]:
+        grad_x, grad_weight, grad_bias = linear_backward(grad, x.data, weight.data)
+        return (grad_x, grad_weight) if bias is None else (grad_x, grad_weight, grad_bias)
+
+    parents = (x, weight) if bias is None else (x, weight, bias)
+    return _record(linear_rule(x.data, weight.data, _data(bias)), "linear", parents, vjp)
+
+
+def matmul(a: Any, b: Any) -> Tensor:
+    """``a @ b`` for ``a: (*, k)`` and a matrix ``b: (k, n)``: the linear layer ``linear(a, b^T)``."""
+    a, b = _tensor("a", a), _tensor("b", b)
+    xp = namespace(a=a.data, b=b.data)
+    if b.ndim != 2:
+        raise ValueError(f"b must be a 2-D matrix (k, n), got shape {b.shape}")
+    weight = xp.matrix_transpose(b.data)  # (n, k): b as the weight of a linear layer
+
+    def vjp(grad: Any) -> tuple[Any, Any]:
+        grad_a, grad_weight, _ = linear_backward(grad, a.data, weight)
+        return grad_a, xp.matrix_transpose(grad_weight)  # (k, n)
+
+    return _record(linear_rule(a.data, weight), "matmul", (a, b), vjp)
+
+
+def conv2d(
+    x: Any,
+    weight: Any,
+    bias: Any = None,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+) -> Tensor:
+    """:func:`cnnbp_ref.conv.conv2d`: ``(N, C_in, H, W)`` -> ``(N, C_out, H_out, W_out)``.
+
+    ``weight: (C_out, C_in / groups, kH, kW)``, ``bias: (C_out,)`` or ``None``; as ``F.conv2d``.
+    """
+    x, weight, bias = _tensor("x", x), _tensor("weight", weight), _optional("bias", bias)
+    options = (stride, padding, dilation, groups)
+
+    def vjp(grad: Any) -> tuple[Any, ...]:
+        grad_x, grad_weight, grad_bias = conv.conv2d_backward(grad, x.data, weight.data, *options)
+        return (grad_x, grad_weight) if bias is None else (grad_x, grad_weight, grad_bias)
+
+    parents = (x, weight) if bias is None else (x, weight, bias)
+    return _record(conv.conv2d(x.data, weight.data, _data(bias), *options), "conv2d", parents, vjp)
+
+
+def conv_transpose2d(
+    x: Any,
+    weight: Any,
+    bias: Any = None,
+    stride: Any = 1,
+    padding: Any = 0,
+    output_padding: Any = 0,
+    groups: int = 1,
+    dilation: Any = 1,
+) -> Tensor:
+    """:func:`cnnbp_ref.conv.conv_transpose2d`: ``(N, C_in, H, W)`` -> ``(N, C_out, H_out, W_out)``.
+
+    ``weight: (C_in, C_out / groups, kH, kW)``, ``bias: (C_out,)`` or ``None``; as ``F.conv_transpose2d``.
+    """
+    x, weight, bias = _tensor("x", x), _tensor("weight", weight), _optional("bias", bias)
+    options = (stride, padding, output_padding, groups, dilation)
+
+    def vjp(grad: Any) -> tuple[Any, ...]:
+        grad_x, grad_weight, grad_bias = conv.conv_transpose2d_backward(grad, x.data, weight.data, *options)
+        return (grad_x, grad_weight) if bias is None else (grad_x, grad_weight, grad_bias)
+
+    parents = (x, weight) if bias is None else (x, weight, bias)
+    data = conv.conv_transpose2d(x.data, weight.data, _data(bias), *options)
+    return _record(data, "conv_transpose2d", parents, vjp)
+
+
+def max_pool2d(
+    x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False
+) -> Tensor:
+    """:func:`cnnbp_ref.pooling.max_pool2d`: ``(N, C, H, W)`` -> ``(N, C, OH, OW)``."""
+    x = _tensor("x", x)
+    options = (kernel_size, stride, padding, dilation, ceil_mode)
+
+    def vjp(grad: Any) -> tuple[Any]:
+        return (pooling.max_pool2d_backward(grad, x.data, *options),)
+
+    return _record(pooling.max_pool2d(x.data, *options), "max_pool2d", (x,), vjp)
+
+
+def avg_pool2d(
+    x: Any,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+) -> Tensor:
+    """:func:`cnnbp_ref.pooling.avg_pool2d`: ``(N, C, H, W)`` -> ``(N, C, OH, OW)``."""
+    x = _tensor("x", x)
+    options = (kernel_size, stride, padding, ceil_mode, count_include_pad)
+
+    def vjp(grad: Any) -> tuple[Any]:
+        return (pooling.avg_pool2d_backward(grad, x.data, *options),)
+
+    return _record(pooling.avg_pool2d(x.data, *options), "avg_pool2d", (x,), vjp)
+
+
+def _elementwise(name: str, forward_rule: Callable, backward_rule: Callable, x: Any, *args: Any) -> Tensor:
+    x = _tensor("x", x)
+
+    def vjp(grad: Any) -> tuple[Any]:
+        return (backward_rule(grad, x.data, *args),)
+
+    return _record(forward_rule(x.data, *args), name, (x,), vjp)
+
+
+def relu(x: Any) -> Tensor:
+    """:func:`cnnbp_ref.activations.relu`, any shape."""
+    return _elementwise("relu", activations.relu, activations.relu_backward, x)
+
+
+def leaky_relu(x: Any, negative_slope: float = 0.01) -> Tensor:
+    """:func:`cnnbp_ref.activations.leaky_relu`, any shape."""
+    return _elementwise(
+        "leaky_relu", activations.leaky_relu, activations.leaky_relu_backward, x, negative_slope
+    )
+
+
+def sigmoid(x: Any) -> Tensor:
+    """:func:`cnnbp_ref.activations.sigmoid`, any shape."""
+    return _elementwise("sigmoid", activations.sigmoid, activations.sigmoid_backward, x)
+
+
+def tanh(x: Any) -> Tensor:
+    """:func:`cnnbp_ref.activations.tanh`, any shape."""
+    return _elementwise("tanh", activations.tanh, activations.tanh_backward, x)
+
+
+def cross_entropy(logits: Any, target: Any, reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
+    """:func:`cnnbp_ref.losses.cross_entropy`: ``logits: (N, C)`` and class indices ``target: (N,)``.
+
+    ``target`` is an integer array (it gets no gradient). Returns a 0-d Tensor (``'mean'``,
+    ``'sum'``) or ``(N,)`` (``'none'``).
+    """
+    logits = _tensor("logits", logits)
+
+    def vjp(grad: Any) -> tuple[Any]:
+        return (losses.cross_entropy_backward(logits.data, target, reduction, label_smoothing, grad),)
+
+    data = losses.cross_entropy(logits.data, target, reduction, label_smoothing)
+    return _record(data, "cross_entropy", (logits,), vjp)
+
+
+def _log_softmax_vjp(xp: Any, grad: Any, x: Any, axis: int) -> Any:
+    """The VJP of ``log_softmax`` along ``axis``, from the cross-entropy rule.
+
+    Column ``c`` of ``log_softmax(z)`` is ``-cross_entropy(z, c, reduction='none')``, so ``z`` feeds
+    ``C`` cross-entropies and the VJP is the sum of theirs (the fan-out rule of the engine):
+    ``sum_c cross_entropy_backward(z, c, 'none', grad_out=-grad[:, c])``. All ``C`` calls are made as
+    one, on ``C`` stacked copies of ``z``: ``O(M C^2)`` work for ``M`` rows of ``C`` classes.
+    """
+    classes = int(x.shape[axis])
+    order = [d for d in range(x.ndim) if d != axis] + [axis]
+    rows = xp.reshape(xp.permute_dims(x, order), (-1, classes))  # (M, C), classes last
+    grad_rows = xp.reshape(xp.permute_dims(grad, order), (-1, classes))  # (M, C)
+    m = int(rows.shape[0])
+    if m * classes == 0:
+        return xp.zeros_like(x)
+    stacked = xp.reshape(xp.broadcast_to(rows[None, ...], (classes, m, classes)), (classes * m, classes))
+    class_ids = xp.arange(classes, dtype=xp.int64, device=array_api_compat.device(x))  # (C,)
+    target = xp.reshape(xp.broadcast_to(class_ids[:, None], (classes, m)), (classes * m,))  # (C*M,)
+    upstream = xp.reshape(-xp.permute_dims(grad_rows, (1, 0)), (classes * m,))  # (C*M,), -grad[:, c]
+    parts = losses.cross_entropy_backward(stacked, target, "none", 0.0, upstream)  # (C*M, C)
+    grad_x = xp.sum(xp.reshape(parts, (classes, m, classes)), axis=0)  # (M, C)
+    permuted_shape = tuple(int(x.shape[d]) for d in order)
+    return xp.permute_dims(xp.reshape(grad_x, permuted_shape), tuple(order.index(d) for d in range(x.ndim)))
+
+
+def log_softmax(x: Any, axis: int = -1) -> Tensor:
+    """:func:`cnnbp_ref.losses.log_softmax` along ``axis``, any shape; the VJP from the cross-entropy rule."""
+    x = _tensor("x", x)
+    data = losses.log_softmax(x.data, axis)  # validates x and axis
+    xp, axis = namespace(x=x.data), axis % x.ndim
+
+    def vjp(grad: Any) -> tuple[Any]:
+        return (_log_softmax_vjp(xp, grad, x.data, axis),)
+
+    return _record(data, "log_softmax", (x,), vjp)
+
+
+def softmax(x: Any, axis: int = -1) -> Tensor:
+    """:func:`cnnbp_ref.losses.softmax` along ``axis``, any shape.
+
+    ``softmax = exp(log_softmax)``: the VJP is the log-softmax one applied to ``grad * softmax(x)``,
+    ``exp``'s VJP (cnnbp_ref has no ``softmax_backward`` rule; the book derives it in chapter 3).
+    """
+    x = _tensor("x", x)
+    data = losses.softmax(x.data, axis)
+    xp, axis = namespace(x=x.data), axis % x.ndim
+
+    def vjp(grad: Any) -> tuple[Any]:
+        return (_log_softmax_vjp(xp, grad * data, x.data, axis),)
+
+    return _record(data, "softmax", (x,), vjp)
+
+
+# ---------------------------------------------------------------------------------------------
+# cnnbp_ref.nn layers on Tensors
+
+_LAYER_OPS: dict[type, Callable[[Any, Tensor], Tensor]] = {}
+_PARAMETERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # layer -> {name: leaf Tensor}
+
+
+def register_layer(layer_type: type) -> Callable:
+    """Decorator: ``fn(layer, x: Tensor) -> Tensor`` runs layers of exactly ``layer_type`` on Tensors."""
+
+    def register(fn: Callable[[Any, Tensor], Tensor]) -> Callable[[Any, Tensor], Tensor]:
+        _LAYER_OPS[layer_type] = fn
+        return fn
+
+    return register
+
+
+def _parameter(layer: Any, name: str) -> Tensor | None:
+    """The leaf Tensor of ``layer``'s parameter ``name`` (``None`` when the layer has none, e.g. no bias).
+
+    One leaf per parameter array, kept while the layer lives, so that a layer used twice in a graph
+    sums both uses into one gradient. It wraps the layer's array itself (optimizer steps show).
+    """
+    array = getattr(layer, name)
+    if array is None:
+        return None
+    leaves = _PARAMETERS.setdefault(layer, {})
+    leaf = leaves.get(name)
+    if leaf is None or leaf.data is not array:  # first use, or the layer got a new array (layer.to)
+        leaf = Tensor(array, requires_grad=True)
+        leaf._owner = (weakref.ref(layer), name)
+        leaves[name] = leaf
+    return leaf
+
+
+def layer_forward(layer: Any, x: Tensor) -> Tensor:
+    """Run a :mod:`cnnbp_ref.nn` layer (or container) on a Tensor, recording the graph.
+
+    What ``layer(x)`` does for a Tensor ``x``; the layer's ``_input`` cache is not used.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a Tensor, got {type(x).__name__}")
+    op = _LAYER_OPS.get(type(layer))
+    if op is None:
+        raise TypeError(
+            f"no autograd operation for layer type {type(layer).__name__}; "
+            "add one with cnnbp_ref.autograd.register_layer"
+        )
+    return op(layer, x)
+
+
+def forward(model: Any, x: Any) -> Tensor:
+    """``model``'s forward on ``x`` (an array becomes a constant Tensor), recorded for ``backward``."""
+    return layer_forward(model, _tensor("x", x))
+
+
+def _layers(root: Any) -> Iterator[Any]:
+    """``root`` and every layer it contains: attributes that are layers, or lists and tuples of them."""
+    stack, seen = [root], set()
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        yield layer
+        for value in vars(layer).values():
+            items = value if isinstance(value, (list, tuple)) else (value,)
+            stack.extend(item for item in items if isinstance(item, nn.Layer))
+
+
+def zero_grad(*items: Any) -> None:
+    """Forget accumulated gradients: of Tensors (``.grad = None``), or of every parameter of layers.
+
+    For a layer (and all the layers it contains) both the leaf Tensors' ``.grad`` and the layer's
+    ``grad_<name>`` attributes become ``None``, as ``torch``'s ``zero_grad(set_to_none=True)``.
+    """
+    for index, item in enumerate(items):
+        if isinstance(item, Tensor):
+            item.grad = None
+        elif isinstance(item, nn.Layer):
+            for layer in _layers(item):
+                for name in layer._param_names:
+                    setattr(layer, f"grad_{name}", None)
+                for leaf in _PARAMETERS.get(layer, {}).values():
+                    leaf.grad = None
+        else:
+            raise TypeError(
+                f"items[{index}] must be a Tensor or a cnnbp_ref.nn.Layer, got {type(item).__name__}"
+            )
+
+
+@register_layer(nn.Sequential)
+def _sequential(layer: nn.Sequential, x: Tensor) -> Tensor:
+    for child in layer.layers:
+        x = layer_forward(child, x)
+    return x
+
+
+@register_layer(nn.Conv2d)
+def _conv2d_layer(layer: nn.Conv2d, x: Tensor) -> Tensor:
+    weight, bias = _parameter(layer, "weight"), _parameter(layer, "bias")
+    return conv2d(x, weight, bias, layer.stride, layer.padding, layer.dilation, layer.groups)
+
+
+@register_layer(nn.Linear)
+def _linear_layer(layer: nn.Linear, x: Tensor) -> Tensor:
+    return linear(x, _parameter(layer, "weight"), _parameter(layer, "bias"))
+
+
+@register_layer(nn.MaxPool2d)
+def _max_pool2d_layer(layer: nn.MaxPool2d, x: Tensor) -> Tensor:
+    return max_pool2d(x, layer.kernel_size, layer.stride, layer.padding, layer.dilation, layer.ceil_mode)
+
+
+@register_layer(nn.AvgPool2d)
+def _avg_pool2d_layer(layer: nn.AvgPool2d, x: Tensor) -> Tensor:
+    options = (layer.kernel_size, layer.stride, layer.padding, layer.ceil_mode, layer.count_include_pad)
+    return avg_pool2d(x, *options)
+
+
+register_layer(nn.ReLU)(lambda layer, x: relu(x))
+register_layer(nn.LeakyReLU)(lambda layer, x: leaky_relu(x, layer.negative_slope))
+register_layer(nn.Sigmoid)(lambda layer, x: sigmoid(x))
+register_layer(nn.Tanh)(lambda layer, x: tanh(x))
+
+
+@register_layer(nn.Flatten)
+def _flatten_layer(layer: nn.Flatten, x: Tensor) -> Tensor:
+    if x.ndim < 2:
+        raise ValueError(f"x must have at least 2 dimensions (N, ...), got shape {x.shape}")
+    return flatten(x, 1)
