@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -39,26 +38,3 @@ def idx_bytes(array: np.ndarray) -> bytes:
     header = bytes([0, 0, TYPE_CODES[array.dtype.type], array.ndim])
     header += b"".join(struct.pack(">I", s) for s in array.shape)
     return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
-
-
-class ConvCase(NamedTuple):
-    x_shape: tuple[int, int, int, int]  # (N, C_in, H, W)
-    # conv: (C_out, C_in/g, kH, kW); transposed: (C_in, C_out/g, kH, kW)
-    weight_shape: tuple[int, int, int, int]
-    stride: Any = 1
-    padding: Any = 0
-    dilation: Any = 1
-    groups: int = 1
-    bias: bool = True
-    output_padding: Any = 0  # transposed only
-
-    def conv_options(self) -> dict[str, Any]:
-        return {
-            "stride": self.stride,
-            "padding": self.padding,
-            "dilation": self.dilation,
-            "groups": self.groups,
-        }
-
-    def transpose_options(self) -> dict[str, Any]:
-        return {**self.conv_options(), "output_padding": self.output_padding}

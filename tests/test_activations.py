@@ -19,6 +19,8 @@ from cnnbp_ref.activations import (
     tanh,
     tanh_backward,
 )
+from cnnbp_ref.cases import ACTIVATION_CONFIGS as CONFIGS
+from cnnbp_ref.cases import ACTIVATION_SHAPES as SHAPES
 from cnnbp_ref.gradcheck import check_gradient
 
 # name -> (forward, backward, name of the torch function: torch.<name> or torch.nn.functional.<name>)
@@ -28,19 +30,6 @@ ACTIVATIONS = {
     "sigmoid": (sigmoid, sigmoid_backward, "sigmoid"),
     "tanh": (tanh, tanh_backward, "tanh"),
 }
-
-# (activation, keyword arguments): every row runs through every check below.
-CONFIGS = [
-    ("relu", {}),
-    ("leaky_relu", {}),
-    ("leaky_relu", {"negative_slope": 0.2}),
-    ("leaky_relu", {"negative_slope": -0.5}),
-    ("leaky_relu", {"negative_slope": 0}),
-    ("leaky_relu", {"negative_slope": np.float64(1.5)}),
-    ("sigmoid", {}),
-    ("tanh", {}),
-]
-SHAPES = [(), (5,), (2, 3), (2, 3, 4, 5), (0, 3)]
 
 
 def config_id(config):

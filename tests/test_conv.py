@@ -14,10 +14,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
-from helpers import ConvCase, to_numpy, to_torch
+from helpers import to_numpy, to_torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cnnbp_ref.cases import CONV_CASES, TRANSPOSE_CASES, ConvCase
 from cnnbp_ref.conv import conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward
 from cnnbp_ref.gradcheck import check_gradient
 from cnnbp_ref.naive import conv2d_backward_loops, conv2d_loops, conv_transpose2d_loops
@@ -27,44 +28,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even k
 VS_TORCH = {"rtol": 1e-10, "atol": 1e-12}
 SAME_MATH = {"rtol": 1e-12, "atol": 1e-12}  # same formula, different summation order
 FLOAT32 = {"rtol": 1e-4, "atol": 1e-5}
-
-
-CONV_CASES = {
-    "1x1-kernel": ConvCase((2, 3, 4, 5), (2, 3, 1, 1)),
-    "plain": ConvCase((1, 1, 5, 5), (1, 1, 3, 3)),
-    "batch-no-bias": ConvCase((3, 2, 6, 5), (4, 2, 3, 3), bias=False),
-    "stride-not-dividing": ConvCase((2, 2, 8, 7), (3, 2, 3, 3), stride=2),
-    "stride-pair-padding-pair": ConvCase((1, 2, 9, 7), (2, 2, 3, 2), stride=(3, 2), padding=(2, 1)),
-    "rectangular-kernel-input": ConvCase((2, 3, 5, 9), (2, 3, 2, 4), padding=(0, 2)),
-    "dilation": ConvCase((1, 2, 9, 8), (3, 2, 3, 3), dilation=2, padding=1),
-    "dilation-pair-stride": ConvCase((2, 1, 10, 9), (2, 1, 3, 2), dilation=(2, 3), stride=(2, 1)),
-    "groups": ConvCase((2, 4, 6, 6), (6, 2, 3, 3), groups=2, padding=1),
-    "depthwise": ConvCase((2, 3, 6, 5), (3, 1, 3, 3), groups=3, stride=2, padding=1),
-    "depthwise-multiplier": ConvCase((1, 2, 5, 5), (6, 1, 2, 2), groups=2),
-    "same-odd": ConvCase((2, 2, 5, 6), (3, 2, 3, 3), padding="same"),
-    "same-even": ConvCase((1, 2, 5, 6), (2, 2, 2, 4), padding="same"),
-    "same-even-dilated-groups": ConvCase(
-        (1, 4, 6, 5), (2, 2, 2, 3), padding="same", dilation=(3, 2), groups=2
-    ),
-    "valid": ConvCase((2, 2, 7, 6), (2, 2, 4, 3), padding="valid", stride=(2, 3)),
-    "kernel-fills-padded-input": ConvCase((1, 1, 3, 2), (2, 1, 5, 4), padding=1),
-    "empty-batch": ConvCase((0, 2, 4, 4), (3, 2, 3, 3), stride=2),
-}
-
-TRANSPOSE_CASES = {
-    "plain": ConvCase((1, 1, 3, 3), (1, 1, 2, 2)),
-    "batch-no-bias": ConvCase((2, 3, 4, 3), (3, 2, 3, 3), bias=False),
-    "stride-padding": ConvCase((2, 2, 4, 3), (2, 3, 3, 3), stride=2, padding=1),
-    "output-padding": ConvCase(
-        (1, 2, 3, 4), (2, 2, 3, 2), stride=(3, 2), padding=(1, 0), output_padding=(2, 1)
-    ),
-    "output-padding-from-dilation": ConvCase((1, 2, 3, 3), (2, 1, 2, 3), dilation=3, output_padding=(2, 1)),
-    "rectangular-dilation": ConvCase((1, 1, 2, 5), (1, 2, 4, 2), dilation=(1, 2), stride=(1, 3)),
-    "groups": ConvCase((2, 4, 3, 3), (4, 3, 2, 2), groups=2, stride=2, padding=1, output_padding=1),
-    "depthwise": ConvCase((1, 3, 4, 4), (3, 1, 3, 3), groups=3, padding=1),
-    "padding-crops-past-kernel": ConvCase((1, 1, 4, 4), (1, 1, 2, 2), stride=2, padding=2),
-    "empty-batch": ConvCase((0, 2, 2, 3), (2, 2, 3, 3), stride=2, output_padding=1),
-}
 
 
 def _arrays(case: ConvCase, rng, transposed: bool, dtype=np.float64):

@@ -9,20 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from cnnbp_ref.cases import LINEAR_CONFIGS as CONFIGS
 from cnnbp_ref.gradcheck import check_gradient
 from cnnbp_ref.linear import linear, linear_backward
-
-# (x shape (*, in_features), out_features, with bias): every row runs through every check below.
-CONFIGS = [
-    ((4,), 3, True),  # no batch axis: (in,) -> (out,)
-    ((5, 4), 3, True),
-    ((5, 4), 3, False),
-    ((2, 3, 4), 6, True),  # several batch axes
-    ((2, 1, 3, 4), 2, False),
-    ((5, 1), 1, True),
-    ((0, 4), 3, True),  # empty batch: grad_weight and grad_bias are zero
-    ((3, 0), 2, True),  # in_features = 0: the output is the bias
-]
 
 
 def config_id(config):

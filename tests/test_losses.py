@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from cnnbp_ref.cases import CE_CONFIGS
 from cnnbp_ref.gradcheck import check_gradient
 from cnnbp_ref.losses import cross_entropy, cross_entropy_backward, log_softmax, softmax
 
@@ -97,21 +98,6 @@ def test_random_softmax_problems_match_torch(torch, data, name, shape, scale):
 
 # ---------------------------------------------------------------------------------------------
 # cross-entropy
-
-# (N, C, reduction, label_smoothing): every row runs through every check below.
-CE_CONFIGS = [
-    (4, 5, "mean", 0.0),
-    (4, 5, "sum", 0.0),
-    (4, 5, "none", 0.0),
-    (4, 5, "mean", 0.1),
-    (4, 5, "sum", 0.3),
-    (4, 5, "none", 0.25),
-    (3, 2, "mean", 1.0),  # only the uniform part remains
-    (6, 10, "none", 0.05),
-    (1, 1, "mean", 0.0),  # a single class: the loss is 0
-    (1, 1, "none", 0.5),
-    (2, 3, "sum", 0),  # an int label_smoothing
-]
 
 
 def ce_id(config):

@@ -7,13 +7,16 @@ the vectorized :mod:`cnnbp_ref.conv` and :mod:`cnnbp_ref.pooling`.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
-
 import numpy as np
 import pytest
 import sympy
-from helpers import ConvCase, to_torch
+from helpers import to_torch
 
+from cnnbp_ref.cases import LOOP_CONV_CASES as CONV_CASES
+from cnnbp_ref.cases import LOOP_MAX_POOL_CASES as MAX_POOL_CASES
+from cnnbp_ref.cases import LOOP_POOL_CASES as POOL_CASES
+from cnnbp_ref.cases import LOOP_TRANSPOSE_CASES as TRANSPOSE_CASES
+from cnnbp_ref.cases import ConvCase
 from cnnbp_ref.conv import conv2d, conv2d_backward, conv_transpose2d
 from cnnbp_ref.naive import (
     avg_pool2d_backward_loops,
@@ -30,58 +33,6 @@ from cnnbp_ref.symbolic import assert_sym_equal, grad_of_inner, symbol_array
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
 
 TIGHT = {"rtol": 1e-12, "atol": 1e-12}
-
-
-CONV_CASES = {
-    "plain": ConvCase((1, 1, 4, 4), (1, 1, 2, 2)),
-    "batch-channels-no-bias": ConvCase((2, 3, 5, 5), (4, 3, 3, 3), bias=False),
-    "stride-padding": ConvCase((2, 2, 7, 6), (3, 2, 3, 3), stride=2, padding=1),
-    "pairs-rectangular": ConvCase((1, 2, 6, 7), (2, 2, 3, 2), stride=(2, 3), padding=(1, 0), dilation=(1, 2)),
-    "dilation": ConvCase((1, 2, 7, 7), (2, 2, 3, 3), dilation=2, padding=2),
-    "groups": ConvCase((2, 4, 5, 5), (6, 2, 2, 3), groups=2, stride=(1, 2)),
-    "depthwise": ConvCase((1, 3, 5, 4), (6, 1, 3, 3), groups=3, padding=1),
-    "same-odd": ConvCase((1, 2, 5, 6), (2, 2, 3, 3), padding="same"),
-    "same-even-dilated": ConvCase((1, 2, 5, 5), (2, 2, 2, 4), padding="same", dilation=(3, 1)),
-    "valid": ConvCase((1, 1, 6, 5), (2, 1, 4, 2), padding="valid", stride=(3, 2)),
-}
-
-TRANSPOSE_CASES = {
-    "plain": ConvCase((1, 1, 3, 3), (1, 1, 2, 2)),
-    "stride-padding": ConvCase((2, 2, 3, 4), (2, 3, 3, 3), stride=2, padding=1),
-    "output-padding": ConvCase((1, 2, 3, 3), (2, 2, 3, 2), stride=(3, 2), output_padding=(2, 1), bias=False),
-    "output-padding-from-dilation": ConvCase((1, 1, 3, 3), (1, 2, 2, 2), dilation=3, output_padding=(2, 1)),
-    "groups-dilation": ConvCase((1, 4, 3, 2), (4, 1, 2, 3), groups=2, dilation=(2, 1), padding=(1, 0)),
-    "depthwise": ConvCase((2, 3, 2, 3), (3, 1, 3, 3), groups=3, stride=2),
-}
-
-
-class PoolCase(NamedTuple):
-    x_shape: tuple[int, int, int, int]
-    kernel_size: Any
-    stride: Any = None
-    padding: Any = 0
-    dilation: Any = 1  # max pooling only
-    ceil_mode: bool = False
-
-
-POOL_CASES = {
-    "non-overlapping": PoolCase((2, 2, 4, 6), 2),
-    "overlapping": PoolCase((1, 2, 5, 5), 3, stride=1),
-    "padding": PoolCase((1, 1, 5, 6), 3, stride=2, padding=1),
-    "rectangular-pairs": PoolCase((1, 2, 7, 5), (3, 2), stride=(2, 1), padding=(1, 1)),
-    "not-divided": PoolCase((1, 1, 7, 7), 2, stride=3),
-    "ceil-partial-window": PoolCase((1, 1, 6, 6), 3, stride=2, ceil_mode=True),
-    "ceil-partial-windows-pairs": PoolCase((1, 2, 6, 4), 3, stride=(2, 3), padding=(1, 0), ceil_mode=True),
-    # the last ceil-mode window would start in the bottom/right padding: PyTorch drops it
-    "ceil-drops-window-in-padding": PoolCase((1, 1, 5, 7), 2, stride=2, padding=1, ceil_mode=True),
-    "ceil-drops-rows-keeps-columns": PoolCase((1, 2, 5, 6), (2, 3), stride=2, padding=1, ceil_mode=True),
-}
-
-MAX_POOL_CASES = {
-    **POOL_CASES,
-    "dilation": PoolCase((1, 2, 7, 7), 2, stride=2, dilation=2, padding=1),
-    "dilation-ceil": PoolCase((1, 1, 8, 7), (2, 3), stride=(3, 2), dilation=(2, 2), ceil_mode=True),
-}
 
 
 def _torch_conv(torch, case: ConvCase, x, weight, bias, grad_out_seed: int, transposed: bool):

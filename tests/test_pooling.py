@@ -16,6 +16,7 @@ from helpers import to_numpy
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from cnnbp_ref.cases import AVG_CASES, MAX_CASES
 from cnnbp_ref.gradcheck import check_gradient
 from cnnbp_ref.pooling import (
     avg_pool2d,
@@ -26,58 +27,6 @@ from cnnbp_ref.pooling import (
 )
 
 EXACT = {"rtol": 1e-12, "atol": 1e-12}
-
-# (id, x shape, options). Each row states what it exercises.
-MAX_CASES = [
-    ("2x2 stride 2", (1, 2, 4, 6), {"kernel_size": 2}),
-    ("stride does not divide", (2, 3, 7, 5), {"kernel_size": 3, "stride": 2}),
-    ("overlapping windows", (1, 2, 5, 5), {"kernel_size": 3, "stride": 1}),
-    ("stride larger than kernel", (1, 2, 7, 7), {"kernel_size": 2, "stride": 3}),
-    ("padding", (1, 1, 5, 6), {"kernel_size": 3, "stride": 2, "padding": 1}),
-    ("rectangular", (2, 1, 6, 7), {"kernel_size": (2, 3), "stride": (1, 2), "padding": (1, 1)}),
-    ("dilation", (1, 2, 7, 8), {"kernel_size": 3, "stride": 1, "padding": 1, "dilation": 2}),
-    (
-        "rectangular dilation",
-        (1, 1, 8, 7),
-        {"kernel_size": (2, 3), "stride": (2, 1), "padding": (0, 1), "dilation": (3, 2)},
-    ),
-    ("ceil_mode adds a window", (1, 2, 6, 6), {"kernel_size": 3, "stride": 2, "ceil_mode": True}),
-    (
-        "ceil_mode drops a window starting in the padding",
-        (1, 1, 5, 5),
-        {"kernel_size": 2, "stride": 2, "padding": 1, "ceil_mode": True},
-    ),
-    (
-        "ceil_mode with dilation",
-        (1, 1, 7, 9),
-        {"kernel_size": 2, "stride": 3, "padding": 1, "dilation": 2, "ceil_mode": True},
-    ),
-]
-
-AVG_CASES = [
-    ("2x2 stride 2", (1, 2, 4, 6), {"kernel_size": 2}),
-    ("stride does not divide", (2, 3, 7, 5), {"kernel_size": 3, "stride": 2}),
-    ("overlapping windows", (1, 2, 5, 5), {"kernel_size": 3, "stride": 1}),
-    ("stride larger than kernel", (1, 2, 7, 7), {"kernel_size": 2, "stride": 3}),
-    ("padding", (1, 1, 5, 6), {"kernel_size": 3, "stride": 2, "padding": 1}),
-    ("rectangular", (2, 1, 6, 7), {"kernel_size": (2, 3), "stride": (1, 2), "padding": (1, 1)}),
-    ("ceil_mode adds a window", (1, 2, 6, 6), {"kernel_size": 3, "stride": 2, "ceil_mode": True}),
-    (
-        "ceil_mode window reaching past the padding",
-        (1, 1, 6, 7),
-        {"kernel_size": 4, "stride": 3, "padding": 1, "ceil_mode": True},
-    ),
-    (
-        "ceil_mode drops a window starting in the padding",
-        (1, 1, 5, 5),
-        {"kernel_size": 2, "stride": 2, "padding": 1, "ceil_mode": True},
-    ),
-]
-AVG_CASES = [
-    (f"{name}, count_include_pad={flag}", shape, {**options, "count_include_pad": flag})
-    for name, shape, options in AVG_CASES
-    for flag in (True, False)
-]
 
 requires_torch = pytest.mark.skipif(
     importlib.util.find_spec("torch") is None, reason="PyTorch is an optional test dependency"
