@@ -35,8 +35,13 @@ __all__ = [
     "conv2d_backward_loops",
     "conv2d_loops",
     "conv_transpose2d_loops",
+    "correlate2d",
+    "insert_zeros",
     "max_pool2d_backward_loops",
     "max_pool2d_loops",
+    "pad_to",
+    "rot180",
+    "zero_pad",
 ]
 
 Pair = tuple[int, int]
@@ -479,3 +484,62 @@ def avg_pool2d_backward_loops(
         for h, w in itertools.product(h_range, w_range):
             grad_x[n, c, h, w] += grad_out[n, c, oh, ow] / divisor
     return grad_x
+
+
+# ---------------------------------------------------------------------------------------------
+# One channel, 2-D: the small helpers the chapters write their derivations with. They work on
+# numbers and on object arrays of SymPy symbols alike.
+
+
+def correlate2d(x: np.ndarray, w: np.ndarray, stride: int = 1, dilation: int = 1) -> np.ndarray:
+    """Valid cross-correlation of one channel: ``out[i, j] = sum_{u,v} x[s*i + d*u, s*j + d*v] * w[u, v]``.
+
+    Parameters
+    ----------
+    x : (H, W), numbers or SymPy expressions.
+    w : (kH, kW).
+    stride, dilation : ints >= 1 (the same along both axes).
+
+    Returns
+    -------
+    out : (OH, OW) with ``OH = (H - d*(kH-1) - 1) // s + 1``: every window that fits in ``x``.
+    """
+    kh, kw = w.shape
+    reach_h, reach_w = dilation * (kh - 1) + 1, dilation * (kw - 1) + 1
+    out_h = (x.shape[0] - reach_h) // stride + 1
+    out_w = (x.shape[1] - reach_w) // stride + 1
+    out = np.empty((out_h, out_w), dtype=np.result_type(x, w))
+    for r in range(out_h):
+        for c in range(out_w):
+            rows = slice(r * stride, r * stride + reach_h, dilation)
+            cols = slice(c * stride, c * stride + reach_w, dilation)
+            out[r, c] = np.sum(x[rows, cols] * w)
+    return out
+
+
+def zero_pad(a: np.ndarray, pad_rows: int, pad_cols: int | None = None) -> np.ndarray:
+    """``a`` (H, W) with ``pad_rows`` zero rows above and below and ``pad_cols`` (default ``pad_rows``)
+    zero columns left and right: (H + 2*pad_rows, W + 2*pad_cols)."""
+    pad_cols = pad_rows if pad_cols is None else pad_cols
+    out = np.zeros((a.shape[0] + 2 * pad_rows, a.shape[1] + 2 * pad_cols), dtype=a.dtype)
+    out[pad_rows : pad_rows + a.shape[0], pad_cols : pad_cols + a.shape[1]] = a
+    return out
+
+
+def pad_to(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``a`` (H, W) with zero rows and columns appended at the bottom and right, up to ``shape``."""
+    out = np.zeros(shape, dtype=a.dtype)
+    out[: a.shape[0], : a.shape[1]] = a
+    return out
+
+
+def insert_zeros(a: np.ndarray, step: int) -> np.ndarray:
+    """``step - 1`` zeros between neighbouring entries: (H, W) -> ((H-1)*step + 1, (W-1)*step + 1)."""
+    out = np.zeros(((a.shape[0] - 1) * step + 1, (a.shape[1] - 1) * step + 1), dtype=a.dtype)
+    out[::step, ::step] = a
+    return out
+
+
+def rot180(w: np.ndarray) -> np.ndarray:
+    """The kernel (kH, kW) flipped in both spatial axes."""
+    return w[::-1, ::-1]
