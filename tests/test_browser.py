@@ -15,6 +15,9 @@ page and the index, the tests check that
 - at phone width (390 px) the page does not scroll sideways (wide tables and code scroll in place);
 - with ``prefers-color-scheme: dark`` the theme turns dark.
 
+The backward-pass animations (matplotlib's JavaScript players) must play: pressing Play changes
+the frame shown, with no network; the book has at least six of them.
+
 Two more tests: the root ``index.html`` redirects to the introduction, and the search page finds a
 chapter (its index is a local file too).
 
@@ -416,3 +419,52 @@ def test_search_finds_a_chapter(browser, server):
         """
     )
     assert f"{server.base_url}book/05_pooling.html" in [url.split("?")[0].split("#")[0] for url in results]
+
+
+# Runs in the page: presses Play on every animation player, waits, and reports whether its frame changed.
+PLAY_ANIMATIONS = """
+const done = arguments[arguments.length - 1];
+const players = Array.from(document.querySelectorAll('div.animation'));
+(async () => {
+  const results = [];
+  for (const player of players) {
+    const img = player.querySelector('img');
+    player.scrollIntoView();
+    const before = img.src;
+    player.querySelector('button[title="Play"]').click();
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    player.querySelector('button[title="Pause"]').click();
+    results.push({id: img.id, loaded: img.naturalWidth > 0, changed: img.src !== before});
+  }
+  done(results);
+})();
+"""
+
+ANIMATED_PAGES = [page for page in PAGES if page.startswith("book/")]
+
+
+@functools.cache
+def players_on(site: Path, page: str) -> int:
+    path = site / page
+    return path.read_text(encoding="utf-8").count('<div class="animation">') if path.is_file() else 0
+
+
+@pytest.mark.parametrize("page", ANIMATED_PAGES)
+def test_animations_play_offline(browser, server, site, page):
+    if not players_on(site, page):
+        pytest.skip(f"{page} has no animation")
+    drain_logs(browser)
+    emulate(browser, *DESKTOP, mobile=False, color_scheme="light")
+    load(browser, server.base_url + page)
+    played = browser.execute_async_script(PLAY_ANIMATIONS)
+    assert len(played) == players_on(site, page)
+    assert [p["id"] for p in played if not p["loaded"]] == [], f"{page}: animation frames that did not load"
+    assert [p["id"] for p in played if not p["changed"]] == [], f"{page}: animations that did not move"
+    requests, console_errors = drain_logs(browser)
+    outside = [url for url in requests if not url.startswith((server.base_url, "data:", "blob:", "about:"))]
+    assert outside == [] and console_errors == [], f"{page}: {outside} {console_errors}"
+
+
+def test_the_book_has_six_animations(site):
+    counts = {page: players_on(site, page) for page in ANIMATED_PAGES}
+    assert sum(counts.values()) >= 6, f"animations per page: {counts}"
