@@ -464,19 +464,24 @@ def cat(tensors: Sequence[Any], axis: int = 1) -> Tensor:
     return _record(data, "cat", tensors, vjp)
 
 
-def _check_basic_key(key: Any) -> tuple[Any, ...]:
+def _basic_key(key: Any) -> tuple[Any, ...]:
+    """``key`` as a tuple of ints, slices and ``...``, ending in ``...`` when it has none.
+
+    The trailing ``...`` is what NumPy assumes for a partial index such as ``x[:, :2]``; the
+    array API standard asks for it to be written, so this makes the index valid everywhere.
+    """
     parts = key if isinstance(key, tuple) else (key,)
     for part in parts:
         if not (part is Ellipsis or isinstance(part, slice) or _is_int(part)):
             raise TypeError(
                 f"a Tensor is indexed by ints, slices and '...' only, got {type(part).__name__} in {key!r}"
             )
-    return parts
+    return parts if any(part is Ellipsis for part in parts) else (*parts, Ellipsis)
 
 
 def _getitem(x: Tensor, key: Any) -> Tensor:
     """``x[key]`` for ints, slices and ``...``; the gradient lands in a zero array at those places."""
-    key = _check_basic_key(key)
+    key = _basic_key(key)
     xp = namespace(x=x.data)
 
     def vjp(grad: Any) -> tuple[Any]:

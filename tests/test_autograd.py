@@ -1,0 +1,755 @@
+"""cnnbp_ref.autograd: every operation and random graphs against torch.autograd, finite differences,
+the engine's semantics (fan-out sums, freed graphs, accumulation, no_grad, deep graphs), errors,
+namespaces and devices, and nn models through autograd against their layer-by-layer backward."""
+
+from __future__ import annotations
+
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from helpers import to_numpy
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+from cnnbp_ref import autograd as ag
+from cnnbp_ref import cases, nn, optim
+from cnnbp_ref.activations import relu, tanh
+from cnnbp_ref.conv import conv2d
+from cnnbp_ref.gradcheck import numerical_gradient, relative_error
+from cnnbp_ref.linear import linear
+from cnnbp_ref.losses import cross_entropy, cross_entropy_backward
+from cnnbp_ref.pooling import max_pool2d
+from cnnbp_ref.train import build_model
+
+VS_TORCH = {"rtol": 1e-10, "atol": 1e-12}  # the rule tests' tolerance against PyTorch
+SAME_MATH = {"rtol": 1e-12, "atol": 1e-12}
+FD = {"rtol": 1e-6, "atol": 1e-8}  # central differences, h = 1e-6, float64
+F64 = np.float64
+
+# PyTorch's note that it pads a copy for 'same' with an even kernel (the cases table has one)
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
+
+
+def leaf(a):
+    return ag.Tensor(np.array(a, dtype=F64), requires_grad=True)
+
+
+def torch_leaf(torch, a):
+    return torch.tensor(np.asarray(a), requires_grad=True)
+
+
+def assert_grads_match_torch(ours, theirs, tolerance=VS_TORCH):
+    """Each of our leaves' .grad equals its torch twin's (both None where no gradient reached it)."""
+    for index, (o, t) in enumerate(zip(ours, theirs, strict=True)):
+        if t.grad is None:
+            assert o.grad is None, f"leaf {index}: torch has no gradient, we have one"
+            continue
+        assert o.grad is not None, f"leaf {index}: torch has a gradient, we have none"
+        np.testing.assert_allclose(o.grad, t.grad.numpy(), **tolerance, err_msg=f"leaf {index}")
+
+
+# ---------------------------------------------------------------------------------------------
+# every operation, on the rule tests' own configuration tables, against torch.autograd
+
+
+def run_both(torch, ours_fn, torch_fn, arrays, rng):
+    """Forward both on the same leaves, backward a random upstream gradient; compare everything."""
+    ours = [leaf(a) for a in arrays]
+    theirs = [torch_leaf(torch, a) for a in arrays]
+    out, expected = ours_fn(*ours), torch_fn(*theirs)
+    np.testing.assert_allclose(out.data, expected.detach().numpy(), **VS_TORCH)
+    grad = rng.standard_normal(expected.shape)
+    out.backward(grad)
+    expected.backward(torch.tensor(grad))
+    assert_grads_match_torch(ours, theirs)
+
+
+@pytest.mark.parametrize("case", cases.CONV_CASES.values(), ids=cases.CONV_CASES.keys())
+def test_conv2d_matches_torch(torch, rng, case):
+    arrays = [rng.standard_normal(case.x_shape), rng.standard_normal(case.weight_shape)]
+    if case.bias:
+        arrays.append(rng.standard_normal(case.weight_shape[0]))
+    options = case.conv_options()
+    run_both(
+        torch,
+        lambda *t: ag.conv2d(*t, **options),
+        lambda *t: torch.nn.functional.conv2d(*t, **options),
+        arrays,
+        rng,
+    )
+
+
+@pytest.mark.parametrize("case", cases.TRANSPOSE_CASES.values(), ids=cases.TRANSPOSE_CASES.keys())
+def test_conv_transpose2d_matches_torch(torch, rng, case):
+    arrays = [rng.standard_normal(case.x_shape), rng.standard_normal(case.weight_shape)]
+    if case.bias:
+        arrays.append(rng.standard_normal(case.weight_shape[1] * case.groups))
+    options = case.transpose_options()
+    run_both(
+        torch,
+        lambda *t: ag.conv_transpose2d(*t, **options),
+        lambda *t: torch.nn.functional.conv_transpose2d(*t, **options),
+        arrays,
+        rng,
+    )
+
+
+@pytest.mark.parametrize(("name", "shape", "options"), cases.MAX_CASES, ids=[c[0] for c in cases.MAX_CASES])
+def test_max_pool2d_matches_torch(torch, rng, name, shape, options):
+    run_both(
+        torch,
+        lambda x: ag.max_pool2d(x, **options),
+        lambda x: torch.nn.functional.max_pool2d(x, **options),
+        [rng.standard_normal(shape)],
+        rng,
+    )
+
+
+def test_max_pool2d_ties_match_torch(torch, rng):
+    x = np.round(rng.standard_normal((2, 3, 6, 6)))  # many equal maxima: the first one wins
+    run_both(
+        torch,
+        lambda t: ag.max_pool2d(t, 3, 1, 1),
+        lambda t: torch.nn.functional.max_pool2d(t, 3, 1, 1),
+        [x],
+        rng,
+    )
+
+
+@pytest.mark.parametrize(("name", "shape", "options"), cases.AVG_CASES, ids=[c[0] for c in cases.AVG_CASES])
+def test_avg_pool2d_matches_torch(torch, rng, name, shape, options):
+    run_both(
+        torch,
+        lambda x: ag.avg_pool2d(x, **options),
+        lambda x: torch.nn.functional.avg_pool2d(x, **options),
+        [rng.standard_normal(shape)],
+        rng,
+    )
+
+
+def torch_activation(torch, name, options):
+    functional = torch.nn.functional
+    return {
+        "relu": torch.relu,
+        "leaky_relu": lambda t: functional.leaky_relu(t, float(options.get("negative_slope", 0.01))),
+        "sigmoid": torch.sigmoid,
+        "tanh": torch.tanh,
+    }[name]
+
+
+@pytest.mark.parametrize("shape", cases.ACTIVATION_SHAPES)
+@pytest.mark.parametrize(
+    ("name", "options"), cases.ACTIVATION_CONFIGS, ids=[f"{n}{o}" for n, o in cases.ACTIVATION_CONFIGS]
+)
+def test_activations_match_torch(torch, rng, name, options, shape):
+    x = rng.standard_normal(shape)
+    x.ravel()[: x.size // 3] = 0.0  # exact zeros: the kink
+    run_both(
+        torch,
+        lambda t: getattr(ag, name)(t, **options),
+        torch_activation(torch, name, options),
+        [x],
+        rng,
+    )
+
+
+@pytest.mark.parametrize(("x_shape", "out_features", "bias"), cases.LINEAR_CONFIGS)
+def test_linear_matches_torch(torch, rng, x_shape, out_features, bias):
+    arrays = [rng.standard_normal(x_shape), rng.standard_normal((out_features, x_shape[-1]))]
+    if bias:
+        arrays.append(rng.standard_normal(out_features))
+    run_both(torch, ag.linear, torch.nn.functional.linear, arrays, rng)
+
+
+@pytest.mark.parametrize(("n", "c", "reduction", "smoothing"), cases.CE_CONFIGS)
+def test_cross_entropy_matches_torch(torch, rng, n, c, reduction, smoothing):
+    target = rng.integers(0, c, size=n)
+    run_both(
+        torch,
+        lambda z: ag.cross_entropy(z, target, reduction, smoothing),
+        lambda z: torch.nn.functional.cross_entropy(
+            z, torch.tensor(target), reduction=reduction, label_smoothing=float(smoothing)
+        ),
+        [rng.standard_normal((n, c)) * 3],
+        rng,
+    )
+
+
+@pytest.mark.parametrize(
+    ("shape", "axis"), [((4, 5), 1), ((4, 5), -1), ((4, 5), 0), ((2, 3, 4), 1), ((3,), 0), ((2, 1, 3), 1)]
+)
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_softmax_and_log_softmax_match_torch(torch, rng, name, shape, axis):
+    run_both(
+        torch,
+        lambda z: getattr(ag, name)(z, axis),
+        lambda z: getattr(torch, name)(z, dim=axis),
+        [rng.standard_normal(shape) * 4],
+        rng,
+    )
+
+
+def test_log_softmax_of_huge_logits_has_a_finite_gradient(torch, rng):
+    logits = np.array([[1e4, 0.0, -1e4], [3.0, 1e4, 2.0]])
+    run_both(torch, lambda z: ag.log_softmax(z, 1), lambda z: torch.log_softmax(z, 1), [logits], rng)
+
+
+TENSOR_OPS = [
+    # (id, ours, torch's given the torch module, input shapes): the bookkeeping operations
+    ("add", lambda a, b: a + b, lambda t, a, b: a + b, [(2, 3, 4), (2, 3, 4)]),
+    ("add-broadcast-bias", lambda a, b: a + b, lambda t, a, b: a + b, [(2, 3, 4, 4), (1, 3, 1, 1)]),
+    ("add-broadcast-leading", lambda a, b: b + a, lambda t, a, b: b + a, [(2, 3, 4), (4,)]),
+    ("add-number", lambda a: 2.5 + a + 1, lambda t, a: 2.5 + a + 1, [(3, 2)]),
+    ("add-array-constant", lambda a: a + np.ones((3, 2)), lambda t, a: a + 1.0, [(3, 2)]),
+    ("sub", lambda a, b: a - b, lambda t, a, b: a - b, [(2, 3), (3,)]),
+    ("rsub-number", lambda a: 1.0 - a, lambda t, a: 1.0 - a, [(2, 3)]),
+    ("neg", lambda a: -a, lambda t, a: -a, [(2, 3)]),
+    ("mul", lambda a, b: a * b, lambda t, a, b: a * b, [(2, 3, 4), (2, 1, 4)]),
+    ("mul-self", lambda a: a * a, lambda t, a: a * a, [(2, 3)]),
+    ("mul-number", lambda a: 3.0 * a * 0.5, lambda t, a: 3.0 * a * 0.5, [(4,)]),
+    ("div-number", lambda a: a / 4.0, lambda t, a: a / 4.0, [(2, 2)]),
+    ("matmul", lambda a, b: a @ b, lambda t, a, b: a @ b, [(3, 4), (4, 2)]),
+    ("matmul-batch", lambda a, b: a @ b, lambda t, a, b: a @ b, [(2, 3, 4), (4, 5)]),
+    ("sum", lambda a: a.sum(), lambda t, a: a.sum(), [(2, 3, 4)]),
+    ("sum-axis", lambda a: a.sum(axis=1), lambda t, a: a.sum(dim=1), [(2, 3, 4)]),
+    ("sum-axes-keepdims", lambda a: a.sum((0, 2), True), lambda t, a: a.sum((0, 2), True), [(2, 3, 4)]),
+    ("mean", lambda a: a.mean(), lambda t, a: a.mean(), [(2, 3, 4)]),
+    ("mean-axis", lambda a: a.mean(axis=-1), lambda t, a: a.mean(dim=-1), [(2, 3, 4)]),
+    ("reshape", lambda a: a.reshape(4, 6), lambda t, a: a.reshape(4, 6), [(2, 3, 4)]),
+    ("reshape-minus-one", lambda a: a.reshape((-1, 2)), lambda t, a: a.reshape(-1, 2), [(2, 3, 4)]),
+    ("flatten", lambda a: a.flatten(), lambda t, a: a.flatten(1), [(2, 3, 4, 5)]),
+    ("flatten-from-2", lambda a: ag.flatten(a, 2), lambda t, a: a.flatten(2), [(2, 3, 4, 5)]),
+    ("cat-channels", lambda a, b: ag.cat([a, b]), lambda t, a, b: t.cat([a, b], 1), [(2, 3, 4), (2, 1, 4)]),
+    ("cat-self-axis-0", lambda a: ag.cat([a, a], 0), lambda t, a: t.cat([a, a], 0), [(2, 3)]),
+    ("getitem-slices", lambda a: a[:, 1:3], lambda t, a: a[:, 1:3], [(2, 4, 3)]),
+    ("getitem-int-step", lambda a: a[1, ::2, ...], lambda t, a: a[1, ::2, ...], [(3, 5, 2)]),
+    ("getitem-negative", lambda a: a[..., -2:], lambda t, a: a[..., -2:], [(2, 3, 4)]),
+    ("getitem-overlapping", lambda a: a[:, :3] * a[:, 1:], lambda t, a: a[:, :3] * a[:, 1:], [(2, 4)]),
+]
+
+
+@pytest.mark.parametrize(("name", "ours", "theirs", "shapes"), TENSOR_OPS, ids=[t[0] for t in TENSOR_OPS])
+def test_tensor_operations_match_torch(torch, rng, name, ours, theirs, shapes):
+    run_both(torch, ours, lambda *t: theirs(torch, *t), [rng.standard_normal(s) for s in shapes], rng)
+
+
+# ---------------------------------------------------------------------------------------------
+# random graphs: chains, fan-outs, skip connections, shared parameters, reshapes, concatenations
+
+
+class TwinGraph:
+    """The same graph built in autograd and in torch, one drawn step at a time."""
+
+    def __init__(self, torch, rng, x):
+        self.torch, self.rng = torch, rng
+        self.nodes = [(leaf(x), torch_leaf(torch, x))]  # (ours, torch's) for every value
+        self.leaves = [self.nodes[0]]  # the input and every parameter
+        self.conv_weights = []
+
+    def parameter(self, shape):
+        value = self.rng.standard_normal(shape) * 0.5
+        pair = (leaf(value), torch_leaf(self.torch, value))
+        self.leaves.append(pair)
+        return pair
+
+    def node(self, data, pick):
+        return self.nodes[data.draw(st.integers(0, len(self.nodes) - 1), label=pick)]
+
+    def partner(self, data, of, same):
+        """A second operand whose shape agrees with ``of`` on the axes ``same``: another value or ``of``."""
+        others = [
+            n for n in self.nodes if n[0] is not of[0] and all(n[0].shape[a] == of[0].shape[a] for a in same)
+        ]
+        if others and data.draw(st.booleans(), label="another value"):
+            return others[data.draw(st.integers(0, len(others) - 1), label="partner")]
+        return of
+
+    def step(self, data):
+        functional = self.torch.nn.functional
+        a, ta = self.node(data, "operand")
+        kind = data.draw(
+            st.sampled_from(["pool", "conv", "add", "cat", "activation", "mul", "slice", "bias", "reshape"]),
+            label="kind",
+        )
+        event(kind)
+        if kind == "conv":
+            shared = [w for w in self.conv_weights if w[0].shape[1] == a.shape[1]]
+            if shared and data.draw(st.booleans(), label="reuse a weight"):
+                w, tw = shared[data.draw(st.integers(0, len(shared) - 1))]
+                event("a conv weight used twice")
+            else:
+                out_channels = data.draw(st.sampled_from([a.shape[1], 1, 2, 3]))  # first: keep C
+                kernel = data.draw(st.sampled_from([3, 1]))
+                w, tw = self.parameter((out_channels, a.shape[1], kernel, kernel))
+                self.conv_weights.append((w, tw))
+            b, tb = self.parameter((w.shape[0],))
+            pad = w.shape[2] // 2
+            out = (ag.conv2d(a, w, b, padding=pad), functional.conv2d(ta, tw, tb, padding=pad))
+        elif kind == "activation":
+            name = data.draw(st.sampled_from(["relu", "leaky_relu", "sigmoid", "tanh"]))
+            out = (getattr(ag, name)(a), getattr(functional, name)(ta))
+        elif kind in ("add", "mul"):
+            b, tb = self.partner(data, (a, ta), range(a.ndim))  # a skip connection, or a itself
+            event(f"{kind} of a value with itself" if b is a else f"{kind} of two values")
+            out = (a + b, ta + tb) if kind == "add" else (a * b, ta * tb)
+        elif kind == "bias":
+            b, tb = self.parameter((1, a.shape[1], 1, 1))  # broadcast over N, H, W
+            out = (a + b, ta + tb)
+        elif kind == "cat":
+            b, tb = self.partner(data, (a, ta), (0, 2, 3))
+            out = (ag.cat([a, b], axis=1), self.torch.cat([ta, tb], 1))
+        elif kind == "slice" and a.shape[1] > 1:
+            start = data.draw(st.integers(0, a.shape[1] - 1))
+            stop = data.draw(st.integers(start + 1, a.shape[1]))
+            out = (a[:, start:stop], ta[:, start:stop])
+        elif kind == "pool" and min(a.shape[2:]) >= 2:
+            if data.draw(st.booleans(), label="max"):
+                out = (ag.max_pool2d(a, 2, 1), functional.max_pool2d(ta, 2, 1))
+            else:
+                out = (ag.avg_pool2d(a, 2, 1), functional.avg_pool2d(ta, 2, 1))
+        else:  # reshape: flatten, then back to (N, C, H, W)
+            out = (ag.flatten(a).reshape(a.shape), ta.flatten(1).reshape(ta.shape))
+        self.nodes.append(out)
+
+
+@settings(max_examples=80)
+@given(data=st.data(), seed=st.integers(0, 2**32 - 1))
+def test_random_graphs_match_torch(torch, data, seed):
+    rng = np.random.default_rng(seed)
+    shape = (2, data.draw(st.integers(1, 3)), data.draw(st.integers(2, 5)), data.draw(st.integers(2, 5)))
+    graph = TwinGraph(torch, rng, rng.standard_normal(shape))
+    for _ in range(data.draw(st.integers(2, 10), label="steps")):
+        graph.step(data)
+    last, tlast = graph.nodes[-1]
+    features = int(np.prod(last.shape[1:]))
+    w, tw = graph.parameter((3, features))
+    target = rng.integers(0, 3, size=2)
+    loss = ag.cross_entropy(ag.linear(ag.flatten(last), w), target)
+    expected = torch.nn.functional.cross_entropy(
+        torch.nn.functional.linear(tlast.flatten(1), tw), torch.tensor(target)
+    )
+    np.testing.assert_allclose(loss.item(), expected.item(), **VS_TORCH)
+    loss.backward()
+    expected.backward()
+    assert_grads_match_torch([o for o, _ in graph.leaves], [t for _, t in graph.leaves])
+
+
+# ---------------------------------------------------------------------------------------------
+# finite differences on small graphs (no torch): the engine against the loss it differentiates
+
+
+def small_residual_net(x, w1, w2, w_out, target, ops):
+    """conv -> relu -> conv, plus the input (a skip), -> max-pool -> flatten -> linear -> loss.
+
+    ``ops`` is either the autograd module or a namespace of the plain cnnbp_ref functions.
+    """
+    h = ops.relu(ops.conv2d(x, w1, None, 1, 1))
+    h = ops.conv2d(h, w2, None, 1, 1) + x
+    h = ops.max_pool2d(ops.tanh(h), 2)
+    logits = ops.linear(ops.flatten(h), w_out)
+    return ops.cross_entropy(logits, target, "mean", 0.1)
+
+
+# The forward functions of cnnbp_ref under autograd's names, for finite differences (no graph).
+PLAIN = SimpleNamespace(
+    conv2d=conv2d,
+    relu=relu,
+    tanh=tanh,
+    max_pool2d=max_pool2d,
+    linear=linear,
+    cross_entropy=cross_entropy,
+    flatten=lambda a: a.reshape(a.shape[0], -1),
+)
+
+
+def test_small_residual_net_matches_finite_differences(rng):
+    arrays = {
+        "x": rng.standard_normal((2, 2, 4, 4)),
+        "w1": rng.standard_normal((3, 2, 3, 3)) * 0.5,
+        "w2": rng.standard_normal((2, 3, 3, 3)) * 0.5,
+        "w_out": rng.standard_normal((3, 8)),
+    }
+    target = np.array([0, 2])
+    leaves = {name: leaf(a) for name, a in arrays.items()}
+    small_residual_net(*leaves.values(), target, ag).backward()
+    for name, value in arrays.items():
+
+        def loss_of(probe, name=name):
+            args = {**arrays, name: probe}
+            return small_residual_net(*args.values(), target, PLAIN)
+
+        np.testing.assert_allclose(leaves[name].grad, numerical_gradient(loss_of, value), **FD, err_msg=name)
+
+
+def test_shared_weight_and_concatenation_match_finite_differences(rng):
+    x0, w0 = rng.standard_normal((1, 2, 3, 3)), rng.standard_normal((2, 2, 1, 1))
+
+    def graph(x, w, ops_cat, conv):
+        a = conv(x, w)
+        b = conv(a, w)  # the same weight used twice
+        return ops_cat(a, b)
+
+    x, w = leaf(x0), leaf(w0)
+    upstream = rng.standard_normal((1, 4, 3, 3))
+    graph(x, w, lambda a, b: ag.cat([a, b]), ag.conv2d).backward(upstream)
+
+    def loss(x_, w_):
+        return np.sum(upstream * graph(x_, w_, lambda a, b: np.concatenate([a, b], axis=1), conv2d))
+
+    np.testing.assert_allclose(x.grad, numerical_gradient(lambda v: loss(v, w0), x0), **FD)
+    np.testing.assert_allclose(w.grad, numerical_gradient(lambda v: loss(x0, v), w0), **FD)
+
+
+GRAPHS = [
+    # (id, the graph on (x, w, b) given the functional module: autograd's or torch's)
+    (
+        "residual block",
+        lambda F, x, w, b: F.relu(F.conv2d(F.relu(F.conv2d(x, w, b, padding=1)), w, b, padding=1) + x),
+    ),
+    (
+        "weight used twice",
+        lambda F, x, w, b: F.conv2d(F.tanh(F.conv2d(x, w, b, padding=1)), w, None, padding=1),
+    ),
+    ("dense concatenation", lambda F, x, w, b: F.cat_channels([x, F.sigmoid(F.conv2d(x, w, b, padding=1))])),
+    ("fan-out of three", lambda F, x, w, b: F.relu(x) * x + F.conv2d(x, w, b, padding=1) * F.tanh(x)),
+]
+
+
+@pytest.mark.parametrize(("name", "graph"), GRAPHS, ids=[g[0] for g in GRAPHS])
+def test_fixed_graphs_match_torch(torch, rng, name, graph):
+    ours_f = SimpleNamespace(**vars(ag), cat_channels=lambda ts: ag.cat(ts, axis=1))
+    theirs_f = SimpleNamespace(**vars(torch.nn.functional), cat_channels=lambda ts: torch.cat(ts, 1))
+    arrays = [
+        rng.standard_normal((2, 3, 5, 4)),
+        rng.standard_normal((3, 3, 3, 3)) * 0.4,
+        rng.standard_normal(3),
+    ]
+    run_both(torch, lambda *t: graph(ours_f, *t), lambda *t: graph(theirs_f, *t), arrays, rng)
+
+
+# ---------------------------------------------------------------------------------------------
+# the engine: fan-out sums, topological order, freed graphs, accumulation, no_grad, depth
+
+
+def test_fan_out_adds_the_gradients_of_every_use():
+    x = leaf([1.5, -2.0])
+    (x * 3.0 + x * x).sum().backward()  # d/dx (3x + x^2) = 3 + 2x
+    np.testing.assert_array_equal(x.grad, [3.0 + 2 * 1.5, 3.0 + 2 * -2.0])
+
+
+def test_each_vjp_runs_once_on_a_graph_with_exponentially_many_paths():
+    calls = []
+    x = leaf([1.0])
+    y = x
+    for _ in range(30):  # y_{k+1} = y_k + y_k: 2^30 paths from x to y
+        y = y + y
+        original = y.vjp
+        y.vjp = lambda g, original=original: calls.append(1) or original(g)
+    y.backward(np.ones(1))
+    assert x.grad[0] == 2.0**30
+    assert len(calls) == 30
+
+
+def test_a_5000_deep_chain_needs_no_recursion():
+    x = leaf([0.5, -0.25])
+    y, factor = x, 1.0001
+    for _ in range(5000):
+        y = y * factor
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(200)  # a recursive topological sort would fail long before 5000
+    try:
+        y.sum().backward()
+    finally:
+        sys.setrecursionlimit(limit)
+    np.testing.assert_allclose(x.grad, np.full(2, factor**5000), rtol=1e-12)
+
+
+def test_backward_frees_the_graph_and_a_second_backward_says_so():
+    x = leaf(np.ones(3))
+    h = ag.tanh(x)
+    loss = (h * h).sum()
+    loss.backward()
+    assert h.freed and h.parents == () and h.vjp is None  # saved arrays released
+    with pytest.raises(RuntimeError, match="backward through the graph a second time.*retain_graph=True"):
+        loss.backward()
+    with pytest.raises(RuntimeError, match="second time"):  # a new graph through freed h
+        (h * 2.0).sum().backward()
+
+
+def test_retain_graph_and_accumulation_across_calls_match_torch(torch, rng):
+    x0, w0 = rng.standard_normal((2, 3)), rng.standard_normal((4, 3))
+    x, w = leaf(x0), leaf(w0)
+    tx, tw = torch_leaf(torch, x0), torch_leaf(torch, w0)
+    h, th = ag.tanh(ag.linear(x, w)), torch.tanh(torch.nn.functional.linear(tx, tw))
+    h.sum().backward(retain_graph=True)
+    th.sum().backward(retain_graph=True)
+    (h * h).mean().backward()  # through the retained graph: adds to .grad
+    (th * th).mean().backward()
+    ag.sigmoid(x).sum().backward()  # a second graph from the same leaf: adds again
+    torch.sigmoid(tx).sum().backward()
+    assert_grads_match_torch([x, w], [tx, tw])
+
+
+def test_zero_grad_clears_tensors():
+    x = leaf([1.0, 2.0])
+    (x * x).sum().backward()
+    ag.zero_grad(x)
+    assert x.grad is None
+    (x * 3.0).sum().backward()
+    np.testing.assert_array_equal(x.grad, [3.0, 3.0])
+
+
+def test_no_grad_records_nothing_and_restores_the_mode():
+    x = leaf([1.0, -1.0])
+    with ag.no_grad():
+        y = ag.relu(x) + x
+        with ag.no_grad():
+            pass
+        z = y * 2.0  # still inside the outer block
+    assert not y.requires_grad and not z.requires_grad and y.parents == () and y.is_leaf
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        z.sum().backward()
+    assert (x * 2.0).requires_grad  # recording again after the block
+
+    @ag.no_grad()
+    def evaluate(t):
+        return ag.tanh(t)
+
+    assert not evaluate(x).requires_grad
+
+
+def test_no_grad_is_restored_after_an_exception():
+    with pytest.raises(ValueError), ag.no_grad():
+        raise ValueError("inside")
+    assert (leaf([1.0]) * 2.0).requires_grad
+
+
+def test_constants_get_no_gradient_and_leaves_only_are_filled():
+    x, c = leaf([1.0, 2.0]), ag.Tensor(np.array([3.0, 4.0]))
+    h = x * c
+    (h + np.array([1.0, 1.0])).sum().backward()
+    np.testing.assert_array_equal(x.grad, [3.0, 4.0])
+    assert c.grad is None and h.grad is None and not c.requires_grad
+
+
+def test_backward_of_a_leaf_and_with_an_explicit_grad():
+    x = leaf([[1.0, 2.0]])
+    x.backward(np.array([[0.5, -1.0]]))
+    np.testing.assert_array_equal(x.grad, [[0.5, -1.0]])
+    y = x * 2.0
+    y.backward(ag.Tensor(np.array([[1.0, 1.0]])))  # a Tensor as grad: its data is used
+    np.testing.assert_array_equal(x.grad, [[2.5, 1.0]])
+
+
+def test_a_one_element_non_scalar_needs_no_grad():
+    x = leaf([[2.0]])
+    (x * x).backward()
+    np.testing.assert_array_equal(x.grad, [[4.0]])
+
+
+def test_detach_shares_data_and_cuts_the_graph():
+    x = leaf([1.0, 2.0])
+    d = (x * 2.0).detach()
+    assert not d.requires_grad and d.is_leaf
+    (x * d).sum().backward()
+    np.testing.assert_array_equal(x.grad, [2.0, 4.0])  # d is a constant: no second term
+
+
+def test_inputs_are_never_mutated(rng):
+    x0, w0, g0 = rng.standard_normal((2, 2, 4, 4)), rng.standard_normal((2, 2, 3, 3)), rng.standard_normal(2)
+    copies = [a.copy() for a in (x0, w0, g0)]
+    x, w = ag.Tensor(x0, requires_grad=True), ag.Tensor(w0, requires_grad=True)
+    out = ag.cat([x[:, :1], ag.conv2d(x, w, padding=1)], axis=1).sum(axis=(1, 2, 3))
+    out.backward(g0)
+    for original, now in zip(copies, (x0, w0, g0), strict=True):
+        np.testing.assert_array_equal(now, original)
+
+
+def test_float32_is_preserved(rng):
+    x = ag.Tensor(rng.standard_normal((2, 3, 5, 5)).astype(np.float32), requires_grad=True)
+    w = ag.Tensor(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), requires_grad=True)
+    h = ag.max_pool2d(ag.relu(ag.conv2d(x, w, padding=1)), 2) * 2.0 + 1.0
+    loss = ag.cross_entropy(
+        ag.linear(ag.flatten(h), ag.Tensor(np.ones((3, 16), np.float32))), np.array([0, 2])
+    )
+    loss.backward()
+    assert loss.dtype == np.float32 and x.grad.dtype == np.float32 and w.grad.dtype == np.float32
+
+
+def test_repr_names_the_operation():
+    x = leaf(np.ones((2, 3)))
+    assert repr(ag.relu(x)) == "Tensor(shape=(2, 3), dtype=float64, requires_grad=True, op='relu')"
+    assert repr(x) == "Tensor(shape=(2, 3), dtype=float64, requires_grad=True)"
+
+
+# ---------------------------------------------------------------------------------------------
+# errors: each names what was expected and what was given
+
+
+def backward_twice():
+    loss = (leaf([1.0]) * 2.0).sum()
+    loss.backward()
+    loss.backward()
+
+
+def wrong_vjp():
+    x = leaf(np.ones(3))
+    y = ag._record(x.data * 2.0, "broken", (x,), lambda g: (g[:2],))
+    y.sum().backward()
+
+
+ERRORS = [
+    # (id, call, exception, message pattern)
+    ("backward twice", backward_twice, RuntimeError, "second time"),
+    (
+        "backward non-scalar",
+        lambda: (leaf([1.0, 2.0]) * 2.0).backward(),
+        RuntimeError,
+        r"one element.*\(2,\)",
+    ),
+    ("backward no grad", lambda: ag.Tensor(np.ones(1)).backward(), RuntimeError, "does not require grad"),
+    (
+        "grad shape",
+        lambda: (leaf([1.0, 2.0]) * 2.0).backward(np.ones(3)),
+        ValueError,
+        r"grad must have shape \(2,\)",
+    ),
+    (
+        "grad dtype",
+        lambda: (leaf([1.0]) * 2.0).backward(np.ones(1, np.float32)),
+        TypeError,
+        "float32.*float64",
+    ),
+    ("grad int", lambda: (leaf([1.0]) * 2.0).backward(np.ones(1, int)), TypeError, "grad must have dtype"),
+    ("grad list", lambda: (leaf([1.0]) * 2.0).backward([1.0]), TypeError, "grad must be an array"),
+    ("data list", lambda: ag.Tensor([1.0, 2.0]), TypeError, "data must be an array"),
+    ("data int", lambda: ag.Tensor(np.arange(3)), TypeError, "data must have dtype float32 or float64"),
+    ("data Tensor", lambda: ag.Tensor(leaf([1.0])), TypeError, "detach"),
+    (
+        "requires_grad",
+        lambda: ag.Tensor(np.ones(1), requires_grad=1),
+        TypeError,
+        "requires_grad must be a bool",
+    ),
+    ("add dtypes", lambda: leaf([1.0]) + np.ones(1, np.float32), TypeError, "float32.*float64"),
+    ("mul dtypes", lambda: leaf([1.0]) * ag.Tensor(np.ones(1, np.float32)), TypeError, "dtype"),
+    ("add list", lambda: leaf([1.0]) + [1.0], TypeError, "b must be a Tensor or an array, got list"),
+    ("divide by tensor", lambda: leaf([1.0]) / leaf([2.0]), TypeError, "divided by a Python number"),
+    ("matmul vector", lambda: leaf(np.ones((2, 3))) @ leaf(np.ones(3)), ValueError, r"2-D matrix.*\(3,\)"),
+    ("matmul mismatch", lambda: leaf(np.ones((2, 3))) @ leaf(np.ones((2, 2))), ValueError, "in_features"),
+    ("index array", lambda: leaf(np.ones(3))[np.array([0, 1])], TypeError, "ints, slices and '...'"),
+    ("index None", lambda: leaf(np.ones(3))[None], TypeError, "NoneType"),
+    ("index bool", lambda: leaf(np.ones(3))[True], TypeError, "bool"),
+    ("cat empty", lambda: ag.cat([]), ValueError, "non-empty list"),
+    (
+        "cat dtypes",
+        lambda: ag.cat([leaf(np.ones((1, 1))), np.ones((1, 1), np.float32)]),
+        TypeError,
+        "tensors",
+    ),
+    ("sum axis", lambda: leaf(np.ones((2, 3))).sum(axis=2), ValueError, r"axis must be ints in \[-2, 2\)"),
+    ("flatten start", lambda: ag.flatten(leaf(np.ones((2, 3))), 2), ValueError, r"start_dim.*\[0, 2\)"),
+    (
+        "conv shapes",
+        lambda: ag.conv2d(leaf(np.ones((1, 2, 4, 4))), leaf(np.ones((1, 3, 3, 3)))),
+        ValueError,
+        "C_in",
+    ),
+    (
+        "conv bias list",
+        lambda: ag.conv2d(leaf(np.ones((1, 1, 3, 3))), np.ones((1, 1, 1, 1)), [0.0]),
+        TypeError,
+        "bias",
+    ),
+    ("log_softmax axis", lambda: ag.log_softmax(leaf(np.ones((2, 3))), 2), ValueError, "axis must be in"),
+    (
+        "cross_entropy target",
+        lambda: ag.cross_entropy(leaf(np.ones((2, 3))), np.array([0, 3])),
+        ValueError,
+        "class indices",
+    ),
+    ("vjp shape", wrong_vjp, RuntimeError, r"broken's backward returned a gradient of shape \(2,\)"),
+    (
+        "layer unknown",
+        lambda: ag.forward(nn.Layer(), np.ones((1, 1))),
+        TypeError,
+        "no autograd operation for layer type Layer",
+    ),
+    ("layer array", lambda: ag.layer_forward(nn.ReLU(), np.ones(2)), TypeError, "x must be a Tensor"),
+    ("flatten layer 1-D", lambda: ag.forward(nn.Flatten(), np.ones(2)), ValueError, "at least 2 dimensions"),
+    (
+        "zero_grad item",
+        lambda: ag.zero_grad(np.ones(1)),
+        TypeError,
+        r"items\[0\] must be a Tensor or a cnnbp_ref.nn.Layer",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "call", "error", "match"), ERRORS, ids=[e[0] for e in ERRORS])
+def test_errors(name, call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_mixing_array_libraries_is_an_error():
+    strict = pytest.importorskip("array_api_strict")
+    x, other = leaf([1.0]), ag.Tensor(strict.asarray([1.0], dtype=strict.float64))
+    for call in (lambda: x + other, lambda: x * other, lambda: ag.cat([x, other], 0)):
+        with pytest.raises(TypeError, match="one array library"):
+            call()
+    with pytest.raises(TypeError, match="one array library"):
+        (x * 2.0).backward(strict.asarray([1.0], dtype=strict.float64))
+
+
+# ---------------------------------------------------------------------------------------------
+# array libraries and devices
+
+
+def every_operation(x, w, b, target):
+    """A graph through every kind of operation, on any array library."""
+    h = ag.conv2d(x, w, b, padding=1)  # (2, 3, 4, 4)
+    h = ag.cat([ag.relu(h[:, :2]), ag.leaky_relu(h[:, 2:], 0.1)], axis=1) * 0.5 + 1.0
+    h = ag.avg_pool2d(ag.sigmoid(h), 2) - ag.max_pool2d(ag.tanh(h), 2)  # (2, 3, 2, 2)
+    h = ag.conv_transpose2d(h, w, None, padding=1)  # (2, 3, 4, 4)
+    logits = ag.linear(ag.flatten(h), ag.reshape(w, (3, -1))[:, :12])  # (2, 3)
+    extra = (
+        ag.softmax(logits, 1).sum()
+        + ag.log_softmax(logits, 0).mean()
+        + (logits @ ag.reshape(b, (3, 1))).sum()
+    )
+    return ag.cross_entropy(logits, target, label_smoothing=0.1) + extra
+
+
+@pytest.fixture
+def graph_inputs(rng):
+    return {
+        "x": rng.standard_normal((2, 3, 4, 4)),
+        "w": rng.standard_normal((3, 3, 3, 3)) * 0.5,
+        "b": rng.standard_normal(3),
+    }
+
+
+def test_every_namespace_gives_numpys_gradients(xp, graph_inputs):
+    target = np.array([0, 2])
+    expected = {name: leaf(a) for name, a in graph_inputs.items()}
+    every_operation(*expected.values(), target).backward()
+    ours = {name: ag.Tensor(xp.asarray(a), requires_grad=True) for name, a in graph_inputs.items()}
+    loss = every_operation(*ours.values(), xp.asarray(target))
+    loss.backward()
+    for name in graph_inputs:
+        np.testing.assert_allclose(to_numpy(ours[name].grad), expected[name].grad, **SAME_MATH, err_msg=name)
+
+
+def test_gradients_stay_on_the_inputs_device(graph_inputs):
+    strict = pytest.importorskip("array_api_strict")
+    device = strict.Device("device1")
+    ours = {
+        name: ag.Tensor(strict.asarray(a, device=device), requires_grad=True)
+        for name, a in graph_inputs.items()
+    }
+    every_operation(*ours.values(), strict.asarray(np.array([1, 0]), device=device)).backward()
+    for name, tensor in ours.items():
+        assert tensor.grad.device == device, name
