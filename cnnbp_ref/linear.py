@@ -41,13 +41,13 @@ def linear(x: Array, weight: Array, bias: Array | None = None) -> Array:
 
     Parameters
     ----------
-    x : (*, in_features) float32 or float64 array; ``*`` is any number of batch axes (or none)
+    x : ``(*, in_features)`` float32 or float64 array; ``*`` is any number of batch axes (or none)
     weight : (out_features, in_features) array of ``x``'s dtype
     bias : (out_features,) array of ``x``'s dtype, or ``None``
 
     Returns
     -------
-    (*, out_features) array.
+    ``(*, out_features)`` array.
     """
     xp = namespace(x=x, weight=weight, bias=bias)
     _check_x_weight(xp, x, weight)
@@ -69,13 +69,13 @@ def linear_backward(grad_out: Array, x: Array, weight: Array) -> tuple[Array, Ar
 
     Parameters
     ----------
-    grad_out : (*, out_features) upstream gradient, ``x``'s dtype
-    x : (*, in_features) the forward input
+    grad_out : ``(*, out_features)`` upstream gradient, ``x``'s dtype
+    x : ``(*, in_features)`` the forward input
     weight : (out_features, in_features)
 
     Returns
     -------
-    grad_x : (*, in_features)
+    grad_x : ``(*, in_features)``
     grad_weight : (out_features, in_features)
     grad_bias : (out_features,), the sum of ``grad_out`` over every leading axis; returned
         whether or not the forward call had a bias.
