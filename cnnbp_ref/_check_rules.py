@@ -319,8 +319,11 @@ register_rule(
 # ---------------------------------------------------------------------------------------------
 # activations
 
-# "kinks": values of either sign with exact zeros (and -0.0) among them; "wide": the same, far into the tails
-ACTIVATION_VALUES = ("kinks", "wide")
+# "kinks": values of either sign with exact zeros (and -0.0) among them; "wide": the same, far into
+# the tails; "extreme": saturating values too (|x| of 100, 800, 1e4: exp overflows past ~89 in
+# float32 and ~710 in float64)
+ACTIVATION_VALUES = ("kinks", "wide", "extreme")
+EXTREMES = np.array([-1e4, -800.0, -100.0, 100.0, 800.0, 1e4])
 
 
 def _draw_activation(config: tuple, rng: np.random.Generator) -> Call:
@@ -329,6 +332,8 @@ def _draw_activation(config: tuple, rng: np.random.Generator) -> Call:
     flat = x.reshape(-1)
     flat[::3] = 0.0
     flat[1::6] = -0.0
+    if kind == "extreme":
+        flat[2::3] = rng.choice(EXTREMES, size=flat[2::3].shape)
     return Call({"grad_out": rng.standard_normal(shape), "x": flat.reshape(shape)}, dict(kwargs))
 
 

@@ -1,14 +1,784 @@
-"""The catalogue of classic mistakes that :mod:`cnnbp_ref.check` verifies its hints against."""
+"""The catalogue of classic mistakes that :mod:`cnnbp_ref.check` verifies its hints against.
+
+Each :class:`~cnnbp_ref.check.Mistake` computes what a rule written with that one mistake
+returns, from the rule's own arguments (float64 arrays). The checker shows a mistake's hint only
+when the learner's output equals what the mistake computes on the failing cases. Where the
+mistake leaves an output right, the reference computes it; where a mistake cannot produce an
+output of any shape (it would raise), it raises, and then it explains nothing.
+
+Scatter mistakes (overwriting instead of accumulating) depend on the order of the loop that
+overwrites; both usual orders are catalogued: over kernel offsets (one strided slice per offset,
+as in a vectorized col2im) and over windows (one window after the other, in row-major order).
+"""
 
 from __future__ import annotations
 
-CONV2D: list = []
-CONV_TRANSPOSE2D: list = []
-MAX_POOL2D: list = []
-AVG_POOL2D: list = []
-LINEAR: list = []
-CROSS_ENTROPY: list = []
-RELU: list = []
-LEAKY_RELU: list = []
-SIGMOID: list = []
-TANH: list = []
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from cnnbp_ref import conv as _conv
+from cnnbp_ref import pooling as _pooling
+from cnnbp_ref.activations import (
+    leaky_relu_backward,
+    relu_backward,
+    sigmoid,
+    sigmoid_backward,
+    tanh,
+    tanh_backward,
+)
+from cnnbp_ref.check import Mistake
+from cnnbp_ref.conv import conv2d, conv2d_backward, conv_transpose2d_backward
+from cnnbp_ref.linear import linear_backward
+from cnnbp_ref.losses import cross_entropy_backward, softmax
+from cnnbp_ref.pooling import avg_pool2d_backward, max_pool2d_backward
+
+__all__ = [
+    "AVG_POOL2D",
+    "CONV2D",
+    "CONV_TRANSPOSE2D",
+    "CROSS_ENTROPY",
+    "LEAKY_RELU",
+    "LINEAR",
+    "MAX_POOL2D",
+    "RELU",
+    "SIGMOID",
+    "TANH",
+]
+
+Array = np.ndarray
+
+
+def _float64_result(reference: Callable) -> Mistake:
+    """Computing in float64 and returning float64 for float32 inputs (any rule)."""
+    return Mistake(
+        "float64-result",
+        "float64 result for float32 inputs: computing in float64 is fine, but the result must be cast "
+        "back (or computed in float32 throughout): float32 in must give float32 out.",
+        reference,
+        keeps_float64=True,
+    )
+
+
+def _flip(weight: Array) -> Array:
+    """The kernel rotated by 180 degrees (both spatial axes reversed)."""
+    return np.ascontiguousarray(weight[..., ::-1, ::-1])
+
+
+def _pad(a: Array, pads: tuple[tuple[int, int], tuple[int, int]]) -> Array:
+    return np.pad(a, ((0, 0), (0, 0), *pads))
+
+
+# ---------------------------------------------------------------------------------------------
+# convolution
+
+
+def _conv_geometry(x: Array, weight: Array, stride: Any, padding: Any, dilation: Any) -> Any:
+    return _conv._conv_geometry(x, tuple(weight.shape[2:]), stride, padding, dilation)
+
+
+def _cols_grad(grad_out: Array, weight: Array, groups: int) -> Array:
+    """``cols̄ = W_mat^T @ Ȳ_mat`` unfolded: ``(N, C_in, kh, kw, OH, OW)``, before col2im."""
+    n, c_out, oh, ow = grad_out.shape
+    _, c_group, kh, kw = weight.shape
+    grad = grad_out.reshape(n, groups, c_out // groups, oh, ow)  # (N, g, C_out/g, OH, OW)
+    kernel = weight.reshape(groups, c_out // groups, c_group, kh, kw)  # (g, C_out/g, C_in/g, kh, kw)
+    cols = np.einsum("ngohw,gocij->ngcijhw", grad, kernel)  # (N, g, C_in/g, kh, kw, OH, OW)
+    return cols.reshape(n, groups * c_group, kh, kw, oh, ow)
+
+
+def _col2im(cols: Array, x_shape: tuple[int, ...], geo: Any, mode: str, crop: bool = True) -> Array:
+    """Put every window entry of ``cols`` back onto its pixel of the padded input, then crop.
+
+    ``mode``: ``'add'`` (right), ``'assign-offsets'`` (``=`` per kernel offset) or
+    ``'assign-windows'`` (``=`` per output position, row-major).
+    """
+    n, c, h, w = x_shape
+    (top, bottom), (left, right) = geo.pads
+    (s0, s1), (d0, d1), (oh, ow) = geo.stride, geo.dilation, geo.out
+    kh, kw = cols.shape[2:4]
+    padded = np.zeros((n, c, h + top + bottom, w + left + right))
+    if mode == "assign-windows":
+        for i, j in np.ndindex(oh, ow):
+            rows = slice(i * s0, i * s0 + d0 * (kh - 1) + 1, d0)
+            columns = slice(j * s1, j * s1 + d1 * (kw - 1) + 1, d1)
+            padded[:, :, rows, columns] = cols[:, :, :, :, i, j]
+    else:
+        for i, j in np.ndindex(kh, kw):
+            rows = slice(i * d0, i * d0 + s0 * (oh - 1) + 1, s0)
+            columns = slice(j * d1, j * d1 + s1 * (ow - 1) + 1, s1)
+            if mode == "add":
+                padded[:, :, rows, columns] += cols[:, :, i, j]
+            else:
+                padded[:, :, rows, columns] = cols[:, :, i, j]
+    return padded[:, :, top : top + h, left : left + w] if crop else padded
+
+
+def _weight_grad(
+    inputs: Array, grad: Array, kernel: tuple[int, int], geo: Any, groups: int, swapped: bool
+) -> Array:
+    """``grad_weight[o, c, i, j] = sum inputs[n, c', i*d + h*s, j*d + w*s] * grad[n, o, h, w]``.
+
+    ``inputs`` is padded already; with ``swapped`` the tap and position strides are exchanged
+    (``i*s + h*d``), taps past the padded input reading zeros.
+    """
+    n, c, hp, wp = inputs.shape
+    _, c_out, oh, ow = grad.shape
+    (s0, s1), (d0, d1) = geo.stride, geo.dilation
+    if swapped:
+        s0, s1, d0, d1 = d0, d1, s0, s1
+    rows = np.arange(kernel[0])[:, None] * d0 + np.arange(oh)[None, :] * s0  # (kh, OH)
+    cols = np.arange(kernel[1])[:, None] * d1 + np.arange(ow)[None, :] * s1  # (kw, OW)
+    big = np.zeros((n, c, max(hp, int(rows.max()) + 1), max(wp, int(cols.max()) + 1)))
+    big[:, :, :hp, :wp] = inputs
+    patches = big[:, :, rows[:, :, None, None], cols[None, None, :, :]]  # (N, C, kh, OH, kw, OW)
+    patches = patches.reshape(n, groups, c // groups, kernel[0], oh, kernel[1], ow)
+    grad = grad.reshape(n, groups, c_out // groups, oh, ow)
+    result = np.einsum("ngcihjw,ngohw->gocij", patches, grad)  # (g, C_out/g, C/g, kh, kw)
+    return result.reshape(c_out, c // groups, *kernel)
+
+
+def _full_correlation(grad_out: Array, weight: Array, geo: Any, groups: int, pads: Any) -> Array:
+    """grad_out spread ``stride`` apart, padded by ``pads``, correlated with the rotated kernel."""
+    n, c_out, oh, ow = grad_out.shape
+    _, c_group, kh, kw = weight.shape
+    (s0, s1) = geo.stride
+    spread = np.zeros((n, c_out, (oh - 1) * s0 + 1, (ow - 1) * s1 + 1))
+    spread[:, :, ::s0, ::s1] = grad_out
+    kernel = weight.reshape(groups, c_out // groups, c_group, kh, kw).transpose(0, 2, 1, 3, 4)
+    kernel = _flip(kernel.reshape(groups * c_group, c_out // groups, kh, kw))  # (C_in, C_out/g, kh, kw)
+    return conv2d(_pad(spread, pads), kernel, dilation=geo.dilation, groups=groups)
+
+
+def _fit(a: Array, shape: tuple[int, ...]) -> Array:
+    """``a`` cut or zero-extended at the bottom/right to ``shape``."""
+    out = np.zeros(shape)
+    h, w = min(shape[2], a.shape[2]), min(shape[3], a.shape[3])
+    out[:, :, :h, :w] = a[:, :, :h, :w]
+    return out
+
+
+def _group_offset_ignored(
+    backward: Callable, grad_out: Array, x: Array, weight: Array, options: dict
+) -> tuple:
+    """Every group reading the first ``C_in/groups`` channels of ``x`` (and its gradient landing there)."""
+    groups = options["groups"]
+    n, c_in, h, w = x.shape
+    c_group = c_in // groups
+    tiled = np.tile(x[:, :c_group], (1, groups, 1, 1))  # (N, C_in, H, W): group g sees x's first group
+    grad_tiled, grad_weight, grad_bias = backward(grad_out, tiled, weight, **options)
+    grad_x = np.zeros(x.shape)
+    grad_x[:, :c_group] = grad_tiled.reshape(n, groups, c_group, h, w).sum(axis=1)
+    return grad_x, grad_weight, grad_bias
+
+
+def _conv_mistakes() -> list[Mistake]:
+    def with_grad_x(compute: Callable) -> Callable:
+        def mistake(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1):
+            _, grad_weight, grad_bias = conv2d_backward(
+                grad_out, x, weight, stride, padding, dilation, groups
+            )
+            return compute(grad_out, x, weight, stride, padding, dilation, groups), grad_weight, grad_bias
+
+        return mistake
+
+    def with_grad_weight(compute: Callable) -> Callable:
+        def mistake(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1):
+            grad_x, _, grad_bias = conv2d_backward(grad_out, x, weight, stride, padding, dilation, groups)
+            return grad_x, compute(grad_out, x, weight, stride, padding, dilation, groups), grad_bias
+
+        return mistake
+
+    def overwrite(mode: str) -> Callable:
+        def grad_x(grad_out, x, weight, stride, padding, dilation, groups):
+            geo = _conv_geometry(x, weight, stride, padding, dilation)
+            return _col2im(_cols_grad(grad_out, weight, groups), x.shape, geo, mode)
+
+        return with_grad_x(grad_x)
+
+    def not_cropped(grad_out, x, weight, stride, padding, dilation, groups):
+        geo = _conv_geometry(x, weight, stride, padding, dilation)
+        return _col2im(_cols_grad(grad_out, weight, groups), x.shape, geo, "add", crop=False)
+
+    def not_rotated(grad_out, x, weight, stride, padding, dilation, groups):
+        return conv2d_backward(grad_out, x, _flip(weight), stride, padding, dilation, groups)[0]
+
+    def padding_k_minus_1(fit: str) -> Callable:
+        def grad_x(grad_out, x, weight, stride, padding, dilation, groups):
+            geo = _conv_geometry(x, weight, stride, padding, dilation)
+            kh, kw = weight.shape[2:]
+            full = _full_correlation(grad_out, weight, geo, groups, ((kh - 1, kh - 1), (kw - 1, kw - 1)))
+            if fit == "crop-padding":  # the padding cropped, as it should be, but dilation forgotten
+                (top, _), (left, _) = geo.pads
+                full = full[:, :, top:, left:]
+            return full if fit == "none" else _fit(full, x.shape)
+
+        return with_grad_x(grad_x)
+
+    def not_swapped(grad_out, x, weight, stride, padding, dilation, groups):
+        geo = _conv_geometry(x, weight, stride, padding, dilation)
+        return _weight_grad(_pad(x, geo.pads), grad_out, weight.shape[2:], geo, groups, swapped=True)
+
+    def weight_of_one_sample(grad_out, x, weight, stride, padding, dilation, groups):
+        return conv2d_backward(grad_out[:1], x[:1], weight, stride, padding, dilation, groups)[1]
+
+    def weight_flipped(grad_out, x, weight, stride, padding, dilation, groups):
+        return _flip(conv2d_backward(grad_out, x, weight, stride, padding, dilation, groups)[1])
+
+    def bias_of_one_sample(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1):
+        grad_x, grad_weight, _ = conv2d_backward(grad_out, x, weight, stride, padding, dilation, groups)
+        return grad_x, grad_weight, grad_out[0].sum(axis=(1, 2))
+
+    def group_offset(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1):
+        options = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
+        return _group_offset_ignored(conv2d_backward, grad_out, x, weight, options)
+
+    return [
+        Mistake("col2im-overwrites-by-offset", OVERWRITE_COL2IM, overwrite("assign-offsets")),
+        Mistake("col2im-overwrites-by-window", OVERWRITE_COL2IM, overwrite("assign-windows")),
+        Mistake("kernel-not-rotated", KERNEL_NOT_ROTATED, with_grad_x(not_rotated)),
+        Mistake("padding-k-1", PADDING_K_MINUS_1, padding_k_minus_1(fit="none")),
+        Mistake("padding-k-1-fitted", PADDING_K_MINUS_1, padding_k_minus_1(fit="top-left")),
+        Mistake("padding-k-1-cropped", PADDING_K_MINUS_1, padding_k_minus_1(fit="crop-padding")),
+        Mistake("padding-not-cropped", PADDING_NOT_CROPPED, with_grad_x(not_cropped)),
+        Mistake("stride-dilation-not-swapped", STRIDE_DILATION_NOT_SWAPPED, with_grad_weight(not_swapped)),
+        Mistake("weight-gradient-flipped", WEIGHT_GRADIENT_FLIPPED, with_grad_weight(weight_flipped)),
+        Mistake(
+            "weight-gradient-of-one-sample", WEIGHT_OF_ONE_SAMPLE, with_grad_weight(weight_of_one_sample)
+        ),
+        Mistake("bias-gradient-of-one-sample", BIAS_OF_ONE_SAMPLE_CONV, bias_of_one_sample),
+        Mistake("groups-ignored", GROUPS_IGNORED, group_offset),
+        _float64_result(conv2d_backward),
+    ]
+
+
+def _transpose_mistakes() -> list[Mistake]:
+    def call(grad_out, x, weight, *options):
+        return conv_transpose2d_backward(grad_out, x, weight, *options)
+
+    def rotated(grad_out, x, weight, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+        options = (stride, padding, output_padding, groups, dilation)
+        _, grad_weight, grad_bias = call(grad_out, x, weight, *options)
+        return call(grad_out, x, _flip(weight), *options)[0], grad_weight, grad_bias
+
+    def geometry(grad_out, x, weight, stride, padding, output_padding, groups, dilation):
+        return _conv._validate_conv_transpose2d(
+            np, x, weight, stride, padding, output_padding, groups, dilation
+        )[0]
+
+    def not_swapped(grad_out, x, weight, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+        options = (stride, padding, output_padding, groups, dilation)
+        grad_x, _, grad_bias = call(grad_out, x, weight, *options)
+        geo = geometry(grad_out, x, weight, *options)
+        grad_weight = _weight_grad(_pad(grad_out, geo.pads), x, weight.shape[2:], geo, groups, swapped=True)
+        return grad_x, grad_weight, grad_bias
+
+    def weight_flipped(grad_out, x, weight, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+        grad_x, grad_weight, grad_bias = call(
+            grad_out, x, weight, stride, padding, output_padding, groups, dilation
+        )
+        return grad_x, _flip(grad_weight), grad_bias
+
+    def weight_of_one_sample(
+        grad_out, x, weight, stride=1, padding=0, output_padding=0, groups=1, dilation=1
+    ):
+        options = (stride, padding, output_padding, groups, dilation)
+        grad_x, _, grad_bias = call(grad_out, x, weight, *options)
+        return grad_x, call(grad_out[:1], x[:1], weight, *options)[1], grad_bias
+
+    def bias_of_one_sample(grad_out, x, weight, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+        grad_x, grad_weight, _ = call(grad_out, x, weight, stride, padding, output_padding, groups, dilation)
+        return grad_x, grad_weight, grad_out[0].sum(axis=(1, 2))
+
+    def group_offset(grad_out, x, weight, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+        options = {
+            "stride": stride,
+            "padding": padding,
+            "output_padding": output_padding,
+            "groups": groups,
+            "dilation": dilation,
+        }
+        return _group_offset_ignored(conv_transpose2d_backward, grad_out, x, weight, options)
+
+    return [
+        Mistake("kernel-rotated", KERNEL_ROTATED_TRANSPOSED, rotated),
+        Mistake("stride-dilation-not-swapped", STRIDE_DILATION_NOT_SWAPPED, not_swapped),
+        Mistake("weight-gradient-flipped", WEIGHT_GRADIENT_FLIPPED, weight_flipped),
+        Mistake("weight-gradient-of-one-sample", WEIGHT_OF_ONE_SAMPLE, weight_of_one_sample),
+        Mistake("bias-gradient-of-one-sample", BIAS_OF_ONE_SAMPLE_CONV, bias_of_one_sample),
+        Mistake("groups-ignored", GROUPS_IGNORED, group_offset),
+        _float64_result(conv_transpose2d_backward),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# pooling
+
+
+class _Windows:
+    """Every window of a pooling layer, tap by tap, in padded coordinates.
+
+    ``rows: (OH, kh)`` and ``cols: (OW, kw)`` are the padded-input row and column of each tap;
+    the padded array is large enough for ceil-mode windows that reach past the padding.
+    """
+
+    def __init__(self, x: Array, kernel_size: Any, stride: Any, padding: Any, dilation: Any, ceil_mode: Any):
+        g = _pooling._pool_geometry(np, x, kernel_size, stride, padding, dilation, ceil_mode)
+        self.geometry, self.x_shape = g, x.shape
+        self.rows = (
+            np.arange(g.out[0])[:, None] * g.stride[0] + np.arange(g.kernel[0])[None, :] * g.dilation[0]
+        )
+        self.cols = (
+            np.arange(g.out[1])[:, None] * g.stride[1] + np.arange(g.kernel[1])[None, :] * g.dilation[1]
+        )
+        self.padded = (
+            max(int(self.rows.max()) + 1, x.shape[2] + g.padding[0]),
+            max(int(self.cols.max()) + 1, x.shape[3] + g.padding[1]),
+        )
+
+    def values(self, x: Array, pad_value: float) -> Array:
+        """``(N, C, OH, OW, kh, kw)``: each window's taps, ``pad_value`` outside ``x``."""
+        (p0, p1), (h, w) = self.geometry.padding, self.x_shape[2:]
+        big = np.full((*x.shape[:2], *self.padded), pad_value)
+        big[:, :, p0 : p0 + h, p1 : p1 + w] = x
+        return big[:, :, self.rows[:, None, :, None], self.cols[None, :, None, :]]
+
+    def scatter(self, contributions: Array, mask: Array, mode: str) -> Array:
+        """Gradient of ``x`` from per-tap ``contributions: (N, C, OH, OW, kh, kw)``.
+
+        ``mode``: ``'add'`` (right), ``'assign-offsets'`` (``=`` of every tap's slice, zeros
+        included), ``'assign-offsets-masked'`` / ``'assign-windows-masked'`` (``=`` only where
+        ``mask``, per kernel offset / per window in row-major order).
+        """
+        n, c, h, w = self.x_shape
+        (p0, p1) = self.geometry.padding
+        mask = np.broadcast_to(mask, contributions.shape)
+        padded = np.zeros((n, c, *self.padded))
+        if mode == "assign-windows-masked":
+            for i, j in np.ndindex(*self.geometry.out):
+                at = (slice(None), slice(None), self.rows[i][:, None], self.cols[j][None, :])
+                padded[at] = np.where(mask[:, :, i, j], contributions[:, :, i, j], padded[at])
+        else:
+            for i, j in np.ndindex(*self.geometry.kernel):
+                at = (slice(None), slice(None), self.rows[:, i][:, None], self.cols[:, j][None, :])
+                tap = contributions[:, :, :, :, i, j]
+                if mode == "add":
+                    padded[at] += tap
+                elif mode == "assign-offsets":
+                    padded[at] = tap
+                else:
+                    padded[at] = np.where(mask[:, :, :, :, i, j], tap, padded[at])
+        return padded[:, :, p0 : p0 + h, p1 : p1 + w]
+
+
+def _winner_mask(values: Array, last: bool = False) -> Array:
+    """``(N, C, OH, OW, kh, kw)`` True at each window's first (or last) maximum in row-major order."""
+    flat = values.reshape(*values.shape[:4], -1)
+    taps = flat.shape[-1]
+    winner = taps - 1 - np.argmax(flat[..., ::-1], axis=-1) if last else np.argmax(flat, axis=-1)
+    return (np.arange(taps) == winner[..., None]).reshape(values.shape)
+
+
+def _max_pool_mistakes() -> list[Mistake]:
+    def scattered(
+        choose: Callable[[Array], Array], mode: str = "add", pad_value: float = -np.inf, split=False
+    ):
+        def mistake(grad_out, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+            windows = _Windows(x, kernel_size, stride, padding, dilation, ceil_mode)
+            mask = choose(windows.values(x, pad_value))
+            share = grad_out[..., None, None] / (mask.sum(axis=(4, 5), keepdims=True) if split else 1.0)
+            return windows.scatter(np.where(mask, share, 0.0), mask, mode)
+
+        return mistake
+
+    def every_maximum(values: Array) -> Array:
+        return values == values.max(axis=(4, 5), keepdims=True)
+
+    def ceil_window_dropped(grad_out, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+        g = _Windows(x, kernel_size, stride, padding, dilation, ceil_mode).geometry
+        floor = [
+            max(
+                0,
+                (g.in_size[a] + 2 * g.padding[a] - g.dilation[a] * (g.kernel[a] - 1) - 1) // g.stride[a] + 1,
+            )
+            for a in range(2)
+        ]  # the output size without ceil_mode (it may be 0)
+        kept = np.zeros_like(grad_out)
+        kept[:, :, : floor[0], : floor[1]] = grad_out[:, :, : floor[0], : floor[1]]
+        return max_pool2d_backward(kept, x, kernel_size, stride, padding, dilation, ceil_mode)
+
+    return [
+        Mistake("overwrite-by-window", OVERWRITE_POOL, scattered(_winner_mask, "assign-windows-masked")),
+        Mistake("overwrite-by-offset", OVERWRITE_POOL, scattered(_winner_mask, "assign-offsets-masked")),
+        Mistake("overwrite-by-offset-with-zeros", OVERWRITE_POOL, scattered(_winner_mask, "assign-offsets")),
+        Mistake("ties-to-last-maximum", TIES_LAST, scattered(lambda v: _winner_mask(v, last=True))),
+        Mistake("ties-to-every-maximum", TIES_EVERY, scattered(every_maximum)),
+        Mistake("ties-split", TIES_SPLIT, scattered(every_maximum, split=True)),
+        Mistake("zero-padding", ZERO_PADDING, scattered(_winner_mask, pad_value=0.0)),
+        Mistake("ceil-mode-window-dropped", CEIL_WINDOW_DROPPED, ceil_window_dropped),
+        _float64_result(max_pool2d_backward),
+    ]
+
+
+def _avg_divisor(windows: _Windows, count_include_pad: bool, edge: bool) -> Array:
+    """``(OH, OW)`` divisors; with ``edge=False`` a window counting the padding is never clipped."""
+    g = windows.geometry
+    counts = []
+    for axis in range(2):
+        starts = np.arange(g.out[axis]) * g.stride[axis] - g.padding[axis]
+        ends = starts + g.kernel[axis]
+        if edge:
+            ends = np.minimum(ends, g.in_size[axis] + g.padding[axis])
+        if not count_include_pad:
+            starts, ends = np.maximum(starts, 0), np.minimum(ends, g.in_size[axis])
+        counts.append(ends - starts)
+    return (counts[0][:, None] * counts[1][None, :]).astype(np.float64)
+
+
+def _avg_pool_mistakes() -> list[Mistake]:
+    def spread(divisor: Callable[[_Windows, bool], Any], mode: str = "add") -> Callable:
+        def mistake(
+            grad_out, x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True
+        ):
+            windows = _Windows(x, kernel_size, stride, padding, 1, ceil_mode)
+            share = grad_out / divisor(windows, count_include_pad)  # (N, C, OH, OW)
+            taps = np.broadcast_to(share[..., None, None], (*share.shape, *windows.geometry.kernel))
+            return windows.scatter(taps, np.ones((), dtype=bool), mode)
+
+        return mistake
+
+    def flipped(grad_out, x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+        return avg_pool2d_backward(
+            grad_out, x, kernel_size, stride, padding, ceil_mode, not count_include_pad
+        )
+
+    def right(windows: _Windows, count_include_pad: bool) -> Array:
+        return _avg_divisor(windows, count_include_pad, edge=True)
+
+    return [
+        Mistake("overwrite-by-window", OVERWRITE_POOL, spread(right, "assign-windows-masked")),
+        Mistake("overwrite-by-offset", OVERWRITE_POOL, spread(right, "assign-offsets")),
+        Mistake("divisor-ignores-count-include-pad", DIVISOR_COUNT_INCLUDE_PAD, flipped),
+        Mistake(
+            "divisor-ignores-edge", DIVISOR_EDGE, spread(lambda w, cip: _avg_divisor(w, cip, edge=False))
+        ),
+        Mistake(
+            "divisor-always-kernel-area",
+            DIVISOR_KERNEL_AREA,
+            spread(lambda w, cip: np.full(w.geometry.out, float(np.prod(w.geometry.kernel)))),
+        ),
+        Mistake("no-division", NO_DIVISION, spread(lambda w, cip: np.ones(w.geometry.out))),
+        _float64_result(avg_pool2d_backward),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# linear and cross-entropy
+
+
+def _linear_mistakes() -> list[Mistake]:
+    def rows(a: Array) -> Array:
+        return a.reshape(math.prod(a.shape[:-1]), a.shape[-1])  # (M, features)
+
+    def weight_transposed(grad_out, x, weight):
+        grad_x, _, grad_bias = linear_backward(grad_out, x, weight)
+        return grad_x, rows(x).T @ rows(grad_out), grad_bias
+
+    def weight_of_one_sample(grad_out, x, weight):
+        grad_x, _, grad_bias = linear_backward(grad_out, x, weight)
+        return grad_x, np.outer(rows(grad_out)[0], rows(x)[0]), grad_bias
+
+    def bias_of_one_sample(grad_out, x, weight):
+        grad_x, grad_weight, _ = linear_backward(grad_out, x, weight)
+        return grad_x, grad_weight, rows(grad_out)[0]
+
+    def bias_first_axis(grad_out, x, weight):
+        grad_x, grad_weight, _ = linear_backward(grad_out, x, weight)
+        return grad_x, grad_weight, grad_out.sum(axis=0)
+
+    def averaged(grad_out, x, weight):
+        grad_x, grad_weight, grad_bias = linear_backward(grad_out, x, weight)
+        samples = np.float64(rows(grad_out).shape[0])  # 0 samples: 0 / 0, NaN, as a learner's code gives
+        return grad_x, grad_weight / samples, grad_bias / samples
+
+    return [
+        Mistake("weight-gradient-transposed", WEIGHT_TRANSPOSED, weight_transposed),
+        Mistake("weight-gradient-of-one-sample", WEIGHT_OF_ONE_SAMPLE_LINEAR, weight_of_one_sample),
+        Mistake("bias-gradient-of-one-sample", BIAS_OF_ONE_SAMPLE_LINEAR, bias_of_one_sample),
+        Mistake("bias-gradient-first-axis-only", BIAS_FIRST_AXIS, bias_first_axis),
+        Mistake("averaged-over-the-batch", AVERAGED_OVER_BATCH, averaged),
+        _float64_result(linear_backward),
+    ]
+
+
+def _cross_entropy_mistakes() -> list[Mistake]:
+    def gradient(logits, target, reduction, label_smoothing, grad_out, *, probabilities=None, smoothing="all",
+                 subtract=True, divide="mean", upstream=True):  # fmt: skip
+        """The cross-entropy gradient with one ingredient changed."""
+        n, classes = logits.shape
+        p = softmax(logits, axis=1) if probabilities is None else probabilities(logits)  # (N, C)
+        onehot = (np.arange(classes)[None, :] == target[:, None]).astype(np.float64)  # (N, C)
+        if smoothing == "others":
+            if classes < 2:
+                raise ValueError("no other class to spread label smoothing over")
+            q = (1 - label_smoothing) * onehot + label_smoothing / (classes - 1) * (1 - onehot)
+        else:
+            eps = label_smoothing if smoothing == "all" else 0.0
+            q = (1 - eps) * onehot + eps / classes
+        grad = p - q if subtract else p
+        if upstream and grad_out is not None:
+            grad = grad * (np.reshape(grad_out, (n, 1)) if reduction == "none" else grad_out)
+        if divide == "always" or (divide == "mean" and reduction == "mean"):
+            grad = grad / n
+        return grad
+
+    def naive_softmax(logits: Array) -> Array:
+        e = np.exp(logits)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def mistake(**changes: Any) -> Callable:
+        def compute(logits, target, reduction="mean", label_smoothing=0.0, grad_out=None):
+            return gradient(logits, target, reduction, label_smoothing, grad_out, **changes)
+
+        return compute
+
+    return [
+        Mistake("mean-without-1/N", MEAN_WITHOUT_1_OVER_N, mistake(divide="never")),
+        Mistake("1/N-for-every-reduction", ONE_OVER_N_ALWAYS, mistake(divide="always")),
+        Mistake("label-smoothing-ignored", LABEL_SMOOTHING_IGNORED, mistake(smoothing="none")),
+        Mistake("label-smoothing-over-other-classes", LABEL_SMOOTHING_OTHERS, mistake(smoothing="others")),
+        Mistake("target-not-subtracted", TARGET_NOT_SUBTRACTED, mistake(subtract=False)),
+        Mistake("grad-out-ignored", GRAD_OUT_IGNORED_LOSS, mistake(upstream=False)),
+        Mistake("softmax-overflows", SOFTMAX_OVERFLOWS, mistake(probabilities=naive_softmax)),
+        Mistake(
+            "softmax-over-the-batch", SOFTMAX_WRONG_AXIS, mistake(probabilities=lambda z: softmax(z, axis=0))
+        ),
+        _float64_result(cross_entropy_backward),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# activations
+
+
+def _relu_mistakes() -> list[Mistake]:
+    return [
+        Mistake("relu-derivative-1-at-0", RELU_AT_ZERO, lambda grad_out, x: np.where(x >= 0, grad_out, 0.0)),
+        Mistake("relu-mask-from-grad-out", RELU_MASK_FROM_GRAD_OUT, lambda grad_out, x: np.where(grad_out > 0, grad_out, 0.0)),
+        Mistake("grad-out-forgotten", GRAD_OUT_FORGOTTEN, lambda grad_out, x: (x > 0).astype(np.float64)),
+        _float64_result(relu_backward),
+    ]  # fmt: skip
+
+
+def _leaky_relu_mistakes() -> list[Mistake]:
+    def leaky(compute: Callable) -> Callable:
+        def mistake(grad_out, x, negative_slope=0.01):
+            return compute(grad_out, x, float(negative_slope))
+
+        return mistake
+
+    return [
+        Mistake("leaky-relu-derivative-1-at-0", LEAKY_RELU_AT_ZERO, leaky(lambda g, x, s: np.where(x >= 0, g, s * g))),
+        Mistake("negative-slope-ignored", SLOPE_IGNORED, leaky(lambda g, x, s: np.where(x > 0, g, 0.0))),
+        Mistake("default-slope", DEFAULT_SLOPE, leaky(lambda g, x, s: np.where(x > 0, g, 0.01 * g))),
+        Mistake("grad-out-forgotten", GRAD_OUT_FORGOTTEN, leaky(lambda g, x, s: np.where(x > 0, 1.0, s) + 0 * g)),
+        _float64_result(leaky_relu_backward),
+    ]  # fmt: skip
+
+
+def _sigmoid_mistakes() -> list[Mistake]:
+    return [
+        Mistake("sigmoid-derivative-at-x", SIGMOID_AT_X, lambda grad_out, x: grad_out * x * (1 - x)),
+        Mistake("grad-out-forgotten", GRAD_OUT_FORGOTTEN, lambda grad_out, x: sigmoid(x) * (1 - sigmoid(x))),
+        _float64_result(sigmoid_backward),
+    ]
+
+
+def _tanh_mistakes() -> list[Mistake]:
+    return [
+        Mistake("tanh-derivative-at-x", TANH_AT_X, lambda grad_out, x: grad_out * (1 - x**2)),
+        Mistake("tanh-square-missing", TANH_SQUARE_MISSING, lambda grad_out, x: grad_out * (1 - tanh(x))),
+        Mistake("grad-out-forgotten", GRAD_OUT_FORGOTTEN, lambda grad_out, x: 1 - tanh(x) ** 2),
+        _float64_result(tanh_backward),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# the hints' texts
+
+OVERWRITE_COL2IM = (
+    "overwriting instead of accumulating in col2im: where windows overlap, a pixel belongs to several "
+    "windows and its input gradient is the sum of all their contributions; add them (+=), do not assign (=)."
+)
+KERNEL_NOT_ROTATED = (
+    "kernel not rotated: the input gradient is the full correlation of grad_out (spread stride apart) with "
+    "the kernel rotated by 180 degrees; correlating with the unflipped kernel is the classic slip."
+)
+PADDING_K_MINUS_1 = (
+    "padding k-1 instead of d(k-1)-p in the input gradient: the full correlation pads the spread grad_out "
+    "by dilation*(k-1) - padding on each side (plus the rows the stride skipped at the bottom/right), "
+    "not by k-1."
+)
+PADDING_NOT_CROPPED = (
+    "the padding was not cropped: the gradient of the padded input has padding extra rows and columns on "
+    "each side; cut them off to get the gradient of x itself."
+)
+STRIDE_DILATION_NOT_SWAPPED = (
+    "stride and dilation not swapped in the weight gradient: in grad_weight = corr(x, grad_out) the "
+    "entries of grad_out sit stride apart (they act as a kernel dilated by the stride) and the kernel "
+    "taps dilation apart (the stride of that correlation is the dilation)."
+)
+WEIGHT_GRADIENT_FLIPPED = (
+    "weight gradient rotated by 180 degrees: grad_weight[o, c, i, j] = sum of x at tap (i, j) times "
+    "grad_out, with the tap as it is; the forward is a correlation, so nothing is flipped here."
+)
+WEIGHT_OF_ONE_SAMPLE = (
+    "weight gradient of one sample: grad_weight adds the contributions of every sample of the batch, not "
+    "only those of x[0] and grad_out[0]."
+)
+BIAS_OF_ONE_SAMPLE_CONV = (
+    "bias gradient of one sample: grad_bias is grad_out summed over the batch and both spatial axes "
+    "(grad_out.sum(axis=(0, 2, 3))), not grad_out[0] summed."
+)
+GROUPS_IGNORED = (
+    "groups ignored in the channel offsets: group g works on input channels g*C_in/groups to "
+    "(g+1)*C_in/groups - 1 (and its own output channels); every group here used the first group's channels."
+)
+KERNEL_ROTATED_TRANSPOSED = (
+    "kernel rotated in the input gradient of a transposed convolution: that gradient is the ordinary "
+    "convolution conv2d(grad_out, weight, stride, padding, dilation, groups) with the kernel as it is."
+)
+OVERWRITE_POOL = (
+    "overwriting instead of accumulating in overlapping windows: a pixel that several windows send "
+    "gradient to receives the sum of them; assigning (=, or dx[idx] = g with repeated indices) keeps only "
+    "one. Add (+=, np.add.at)."
+)
+TIES_LAST = (
+    "ties sent to the last maximum: when several pixels of a window hold its maximum, the gradient goes to "
+    "the first of them in row-major order (np.argmax's choice, and PyTorch's), not the last."
+)
+TIES_EVERY = (
+    "ties sent to every maximum: a window's gradient goes to one pixel, its first maximum in row-major "
+    "order; a mask x == max sends it to every tied pixel."
+)
+TIES_SPLIT = (
+    "ties share the gradient: a window's gradient goes whole to one pixel, its first maximum in row-major "
+    "order, not split among the tied pixels."
+)
+ZERO_PADDING = (
+    "zero instead of -inf padding in max pooling: padded pixels must never win (PyTorch pads with -inf); "
+    "with a zero padding, a border window of negative values sends its gradient to the padding, that is "
+    "nowhere."
+)
+CEIL_WINDOW_DROPPED = (
+    "the extra ceil_mode window ignored: with ceil_mode=True the output size is rounded up, and the last, "
+    "partial window's gradient must reach the input pixels it covers."
+)
+DIVISOR_COUNT_INCLUDE_PAD = (
+    "the avg-pool divisor ignores count_include_pad: with count_include_pad=True each window is divided by "
+    "its size including the zero padding, with False by the number of input pixels it covers."
+)
+DIVISOR_EDGE = (
+    "the avg-pool divisor ignores the edge: a ceil_mode window that reaches past the padded border is "
+    "clipped there, and divided by its clipped size, not by kH*kW."
+)
+DIVISOR_KERNEL_AREA = (
+    "the avg-pool divisor is always kH*kW: it ignores count_include_pad=False (only the input pixels of the "
+    "window count) and the ceil_mode windows clipped at the edge."
+)
+NO_DIVISION = (
+    "the division is missing: each pixel of a window receives grad_out / divisor (the window's size), not "
+    "grad_out."
+)
+WEIGHT_TRANSPOSED = (
+    "transposed weight gradient: grad_weight = grad_out^T @ x has the weight's shape (out_features, "
+    "in_features); x^T @ grad_out is its transpose."
+)
+WEIGHT_OF_ONE_SAMPLE_LINEAR = (
+    "weight gradient of one sample: grad_weight = grad_out^T @ x sums the outer products of every sample, "
+    "not only the first one."
+)
+BIAS_OF_ONE_SAMPLE_LINEAR = (
+    "bias gradient of one sample: grad_bias is grad_out summed over every batch axis, not grad_out[0]."
+)
+BIAS_FIRST_AXIS = (
+    "bias gradient summed over the first axis only: with several batch axes (*, out_features) sum over all "
+    "of them (reshape grad_out to (-1, out_features) first)."
+)
+AVERAGED_OVER_BATCH = (
+    "averaged over the batch instead of summed: the weight and bias gradients add every sample's "
+    "contribution; a mean over the batch belongs to the loss, whose gradient already carries the 1/N."
+)
+MEAN_WITHOUT_1_OVER_N = (
+    "the missing 1/N of the mean: with reduction='mean' the loss is the average over the N samples, so "
+    "every row of the gradient is divided by N."
+)
+ONE_OVER_N_ALWAYS = (
+    "1/N with reduction='sum' or 'none': only the mean divides by N; a sum, or one loss per sample, does not."
+)
+LABEL_SMOOTHING_IGNORED = (
+    "label smoothing ignored: the target distribution is q = (1 - eps) * onehot + eps / C, and the gradient "
+    "softmax(z) - q."
+)
+LABEL_SMOOTHING_OTHERS = (
+    "label smoothing spread over the C-1 other classes: PyTorch spreads eps uniformly over all C classes "
+    "(eps / C each, the target included)."
+)
+TARGET_NOT_SUBTRACTED = (
+    "softmax gradient without subtracting the target: d loss / d logits = softmax(logits) - q, not "
+    "softmax(logits) alone."
+)
+GRAD_OUT_IGNORED_LOSS = (
+    "grad_out ignored: each row of the gradient is multiplied by the upstream gradient of its loss (the "
+    "scalar grad_out for 'mean' and 'sum', grad_out[i] for 'none')."
+)
+SOFTMAX_OVERFLOWS = (
+    "softmax overflows: exp of a large logit is inf, and inf / inf is NaN; subtract each row's maximum "
+    "first (softmax(z) = softmax(z - max(z)))."
+)
+SOFTMAX_WRONG_AXIS = (
+    "softmax over the wrong axis: normalise each row, over the C classes (axis=1), not each column over the "
+    "batch."
+)
+RELU_AT_ZERO = (
+    "ReLU'(0) = 1: at exactly x = 0 PyTorch takes the derivative to be 0 (grad_out passes only where "
+    "x > 0); a mask x >= 0 lets it through at 0."
+)
+RELU_MASK_FROM_GRAD_OUT = (
+    "mask taken from grad_out: the gradient passes where the forward input x > 0, whatever the sign of "
+    "grad_out."
+)
+GRAD_OUT_FORGOTTEN = (
+    "grad_out forgotten: the backward returns grad_out times the local derivative (the chain rule), not the "
+    "local derivative alone."
+)
+LEAKY_RELU_AT_ZERO = (
+    "leaky ReLU'(0) = 1: at exactly x = 0 the derivative is negative_slope (PyTorch's choice: only x > 0 "
+    "passes grad_out unchanged)."
+)
+SLOPE_IGNORED = (
+    "negative_slope ignored: where x <= 0 the gradient is negative_slope * grad_out, not 0 (that is ReLU)."
+)
+DEFAULT_SLOPE = "the default slope 0.01 used instead of the negative_slope argument."
+SIGMOID_AT_X = (
+    "sigmoid derivative taken at x instead of the output: sigmoid'(x) = s * (1 - s) with s = sigmoid(x); "
+    "x * (1 - x) is that formula evaluated at the input."
+)
+TANH_AT_X = (
+    "tanh derivative taken at x instead of the output: tanh'(x) = 1 - t**2 with t = tanh(x), not 1 - x**2."
+)
+TANH_SQUARE_MISSING = "the square is missing: tanh'(x) = 1 - tanh(x)**2, not 1 - tanh(x)."
+
+
+CONV2D = _conv_mistakes()
+CONV_TRANSPOSE2D = _transpose_mistakes()
+MAX_POOL2D = _max_pool_mistakes()
+AVG_POOL2D = _avg_pool_mistakes()
+LINEAR = _linear_mistakes()
+CROSS_ENTROPY = _cross_entropy_mistakes()
+RELU = _relu_mistakes()
+LEAKY_RELU = _leaky_relu_mistakes()
+SIGMOID = _sigmoid_mistakes()
+TANH = _tanh_mistakes()

@@ -88,6 +88,8 @@ __all__ = [
 DEFAULT_TOLERANCES = {"float64": 1e-9, "float32": 1e-4}
 DTYPES = ("float64", "float32")
 DEFAULT_MAX_EXAMPLES = 60
+#: at most this many calls of the learner's function while shrinking a failing configuration
+SHRINK_BUDGET = 100
 
 _INSTALL_MESSAGE = 'cnnbp_ref.check needs hypothesis: pip install "cnnbp-ref[check]"'
 
@@ -644,33 +646,43 @@ def _same(rule: Rule, call: Call, dtype: str, a: Any, b: np.ndarray) -> bool:
 
 
 def _find_hint(rule: Rule, failure: Failure, outcomes: list[_Outcome]) -> Hint | None:
-    """The first mistake of the catalogue that reproduces the learner's wrong output on every failing case.
+    """The catalogued mistake that reproduces the learner's wrong output on the failing cases.
 
-    The cases examined are the failing ones where the learner returned outputs (wrong values,
-    shape, dtype, NaN): a mistake is verified for an output when, on each of them where that output
-    is wrong, the mistake computes exactly what the learner returned, and on at least one of them.
+    The failing case is the reported one, or when that one has no output to compare (an
+    exception, say) the smallest failing case that has. A mistake qualifies when it computes, for
+    the output that is wrong there, what the learner returned (to the same tolerance), and does
+    so on at least half of the other failing cases where that output is wrong and the mistake is
+    defined: a mistake that only coincides with the learner on a tiny case is not a hint. Of
+    those, the one that reproduces the most cases wins (ties go to the catalogue's order).
     """
     evidence = [o for o in outcomes if o.failure is not None and o.actual is not None]
-    if not evidence:
+    evidence.sort(key=lambda o: o.failure is not failure)  # the reported one first, if it is there
+    if not evidence or evidence[0].failure.output not in rule.outputs:
         return None
-    wanted = [failure.output] if failure.actual is not None or failure.kind in ("shape", "dtype") else []
-    wanted += [o.failure.output for o in evidence if o.failure.output not in wanted]
-    for output in wanted:
-        if output not in rule.outputs:
+    primary = evidence[0]
+    k = rule.outputs.index(primary.failure.output)
+    others = [o for o in evidence[1:] if o.failure.output == primary.failure.output]
+    best, best_score = None, -1
+    for mistake in rule.mistakes:
+        if _explains(rule, mistake, primary, k) is not True:
             continue
-        k = rule.outputs.index(output)
-        wrong = [o for o in evidence if o.failure.output == output]
-        for mistake in rule.mistakes:
-            if all(_explains(rule, mistake, o, k) for o in wrong):
-                case = f"{wrong[0].failure.case} ({wrong[0].failure.dtype})"
-                return Hint(mistake.text, mistake.name, case)
-    return None
+        verdicts = [_explains(rule, mistake, o, k) for o in others]
+        defined = [v for v in verdicts if v is not None]
+        score = sum(defined)
+        if 2 * score >= len(defined) and score > best_score:
+            best, best_score = mistake, score
+    if best is None:
+        return None
+    return Hint(best.text, best.name, f"{primary.failure.case} ({primary.failure.dtype})")
 
 
-def _explains(rule: Rule, mistake: Mistake, outcome: _Outcome, k: int) -> bool:
+def _explains(rule: Rule, mistake: Mistake, outcome: _Outcome, k: int) -> bool | None:
+    """Whether ``mistake`` gives the learner's output ``k`` on this case; ``None`` where it is undefined."""
     dtype = outcome.failure.dtype
     mistaken = _mistake_outputs(rule, mistake, outcome.call, dtype)
-    return mistaken is not None and _same(rule, outcome.call, dtype, outcome.actual[k], mistaken[k])
+    if mistaken is None:
+        return None
+    return _same(rule, outcome.call, dtype, outcome.actual[k], mistaken[k])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -785,6 +797,7 @@ def _search(hypothesis: Any, rule: Rule, fn: Callable, seed: int, max_examples: 
 
     strategy = st.tuples(rule.configurations(st), st.integers(0, 2**32 - 1))
     runs = 0
+    shrink_calls: int | None = None  # calls since the first failing example
 
     def outcome_of(example: tuple[Any, int]) -> _Outcome | None:
         nonlocal runs
@@ -807,10 +820,25 @@ def _search(hypothesis: Any, rule: Rule, fn: Callable, seed: int, max_examples: 
         report_multiple_bugs=False,
         print_blob=False,
     )
+
+    def fails(example: tuple[Any, int]) -> bool:
+        # Past the shrinking budget every example counts as passing: the shrinker then stops
+        # improving (deterministically) and find returns the smallest failing one seen so far.
+        nonlocal shrink_calls
+        if shrink_calls is not None:
+            shrink_calls += 1
+            if shrink_calls > SHRINK_BUDGET:
+                return False
+        if outcome_of(example) is None:
+            return False
+        if shrink_calls is None:
+            shrink_calls = 0
+        return True
+
     try:
         found = hypothesis.find(
             strategy,
-            lambda example: outcome_of(example) is not None,
+            fails,
             settings=search_settings,
             random=random.Random(seed),
         )

@@ -1,0 +1,551 @@
+"""A corpus of deliberately wrong backward rules, written the way a learner would write them.
+
+Each entry is a learner-style implementation (loops over kernel offsets or windows, NumPy only,
+independent of cnnbp_ref's code) with one mistake switched on. ``hint`` names the catalogued
+mistake the checker must recognise (any of ``hints``), or is ``None`` for the subtle bugs that are
+no classic mistake: those must be flagged, with no hint. ``tests/test_check.py`` runs the checker
+on every entry with two seeds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class WrongRule:
+    name: str
+    rule: str
+    fn: Callable[..., Any]
+    hints: tuple[str, ...] = ()  # the catalogued mistakes it may be recognised as; () for no hint
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v), int(v)) if np.isscalar(v) else (int(v[0]), int(v[1]))
+
+
+# ---------------------------------------------------------------------------------------------
+# convolution, the learner's way: one strided slice of the padded input per kernel offset
+
+
+def _conv_pads(padding: Any, kernel: tuple[int, int], dilation: tuple[int, int], odd_on_top: bool = False):
+    if padding == "valid":
+        return ((0, 0), (0, 0))
+    if padding == "same":
+        totals = [d * (k - 1) for k, d in zip(kernel, dilation, strict=True)]
+        if odd_on_top:
+            return tuple((t - t // 2, t // 2) for t in totals)
+        return tuple((t // 2, t - t // 2) for t in totals)
+    p = _pair(padding)
+    return ((p[0], p[0]), (p[1], p[1]))
+
+
+def learner_conv2d_backward(
+    grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *, mistake: str | None = None
+):
+    """conv2d_backward written out per kernel offset; ``mistake`` switches on one bug."""
+    s, d = _pair(stride), _pair(dilation)
+    if mistake == "one-stride":
+        s = (s[0], s[0])
+    if mistake == "one-dilation":
+        d = (d[0], d[0])
+    n, _c_in, h, w = x.shape
+    c_out, c_group, kh, kw = weight.shape
+    out_group = c_out // groups
+    pads = _conv_pads(padding, (kh, kw), d, odd_on_top=mistake == "same-odd-on-top")
+    xp = np.pad(x, ((0, 0), (0, 0), *pads))
+    oh, ow = grad_out.shape[2:]
+    grad_xp = np.zeros_like(xp)
+    grad_w = np.zeros_like(weight)
+    for g in range(groups):
+        first = 0 if mistake == "group-offset" else g * c_group
+        ins = slice(first, first + c_group)
+        outs = slice(g * out_group, (g + 1) * out_group)
+        grad = grad_out[:, outs]  # (N, C_out/g, OH, OW)
+        for i in range(kh):
+            for j in range(kw):
+                rows = slice(i * d[0], i * d[0] + s[0] * (oh - 1) + 1, s[0])
+                cols = slice(j * d[1], j * d[1] + s[1] * (ow - 1) + 1, s[1])
+                if mistake == "stride-dilation":
+                    big = np.pad(xp, ((0, 0), (0, 0), (0, kh * s[0] + oh * d[0]), (0, kw * s[1] + ow * d[1])))
+                    patch = big[:, ins, i * s[0] : i * s[0] + d[0] * (oh - 1) + 1 : d[0],
+                                j * s[1] : j * s[1] + d[1] * (ow - 1) + 1 : d[1]]  # fmt: skip
+                elif mistake == "weight-one-sample":
+                    patch = xp[:1, ins, rows, cols]
+                else:
+                    patch = xp[:, ins, rows, cols]  # (N, C_in/g, OH, OW)
+                used = grad[:1] if mistake == "weight-one-sample" else grad
+                target = g * out_group if mistake != "groups-into-first" else 0
+                grad_w[target : target + out_group, :, i, j] += np.einsum("nohw,nchw->oc", used, patch)
+                tap = (kh - 1 - i, kw - 1 - j) if mistake == "not-rotated" else (i, j)
+                contribution = np.einsum("nohw,oc->nchw", grad, weight[outs, :, tap[0], tap[1]])
+                if mistake == "overwrite":
+                    grad_xp[:, ins, rows, cols] = contribution
+                else:
+                    grad_xp[:, ins, rows, cols] += contribution
+    if mistake == "weight-flipped":
+        grad_w = grad_w[:, :, ::-1, ::-1].copy()
+    if mistake == "weight-mean":
+        grad_w = grad_w / max(n, 1)
+    (top, _), (left, _) = pads
+    grad_x = grad_xp if mistake == "not-cropped" else grad_xp[:, :, top : top + h, left : left + w]
+    grad_b = grad_out[0].sum(axis=(1, 2)) if mistake == "bias-one-sample" else grad_out.sum(axis=(0, 2, 3))
+    if mistake == "flip-weight-in-place":  # the caller's kernel is left rotated
+        weight[:] = weight[:, :, ::-1, ::-1].copy()
+    if mistake == "no-bias":
+        return grad_x, grad_w
+    return grad_x, grad_w, grad_b
+
+
+def learner_conv2d_backward_full_correlation(
+    grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *, pad_k_minus_1: bool = True
+):
+    """The input gradient as a full correlation with the rotated kernel, padded by k-1 (the mistake)."""
+    s, d = _pair(stride), _pair(dilation)
+    n, c_in, h, w = x.shape
+    c_out, c_group, kh, kw = weight.shape
+    out_group = c_out // groups
+    oh, ow = grad_out.shape[2:]
+    spread = np.zeros((n, c_out, (oh - 1) * s[0] + 1, (ow - 1) * s[1] + 1), dtype=x.dtype)
+    spread[:, :, :: s[0], :: s[1]] = grad_out
+    spread = np.pad(spread, ((0, 0), (0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1)))
+    out_h, out_w = spread.shape[2] - d[0] * (kh - 1), spread.shape[3] - d[1] * (kw - 1)
+    full = np.zeros((n, c_in, out_h, out_w), dtype=x.dtype)
+    for g in range(groups):
+        outs = slice(g * out_group, (g + 1) * out_group)
+        for i in range(kh):
+            for j in range(kw):
+                window = spread[:, outs, i * d[0] : i * d[0] + out_h, j * d[1] : j * d[1] + out_w]
+                rotated = weight[outs, :, kh - 1 - i, kw - 1 - j]  # (C_out/g, C_in/g)
+                full[:, g * c_group : (g + 1) * c_group] += np.einsum("nohw,oc->nchw", window, rotated)
+    grad_x = np.zeros(x.shape, dtype=x.dtype)
+    rows, cols = min(h, out_h), min(w, out_w)
+    grad_x[:, :, :rows, :cols] = full[:, :, :rows, :cols]
+    _, grad_w, grad_b = learner_conv2d_backward(grad_out, x, weight, stride, padding, dilation, groups)
+    return grad_x, grad_w, grad_b
+
+
+def learner_conv_transpose2d_backward(
+    grad_out, x, weight, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *, mistake=None
+):
+    """The input gradient is conv2d(grad_out, weight): a correlation per kernel offset."""
+    s, d, p = _pair(stride), _pair(dilation), _pair(padding)
+    if mistake == "one-stride":
+        s = (s[0], s[0])
+    _n, c_in, h, w = x.shape
+    _, out_group, kh, kw = weight.shape
+    in_group = c_in // groups
+    gp = np.pad(grad_out, ((0, 0), (0, 0), (p[0], p[0]), (p[1], p[1])))
+    grad_x = np.zeros(x.shape, dtype=x.dtype)
+    grad_w = np.zeros(weight.shape, dtype=x.dtype)
+    for g in range(groups):
+        ins = slice(g * in_group, (g + 1) * in_group)
+        first = 0 if mistake == "group-offset" else g * in_group
+        reads = slice(first, first + in_group)
+        outs = slice(g * out_group, (g + 1) * out_group)
+        for i in range(kh):
+            for j in range(kw):
+                if mistake == "stride-dilation":
+                    big = np.pad(gp, ((0, 0), (0, 0), (0, kh * s[0] + h * d[0]), (0, kw * s[1] + w * d[1])))
+                    window_w = big[:, outs, i * s[0] : i * s[0] + d[0] * (h - 1) + 1 : d[0],
+                                   j * s[1] : j * s[1] + d[1] * (w - 1) + 1 : d[1]]  # fmt: skip
+                else:
+                    window_w = gp[:, outs, i * d[0] : i * d[0] + s[0] * (h - 1) + 1 : s[0],
+                                  j * d[1] : j * d[1] + s[1] * (w - 1) + 1 : s[1]]  # fmt: skip
+                window = gp[:, outs, i * d[0] : i * d[0] + s[0] * (h - 1) + 1 : s[0],
+                            j * d[1] : j * d[1] + s[1] * (w - 1) + 1 : s[1]]  # fmt: skip
+                tap = (kh - 1 - i, kw - 1 - j) if mistake == "rotated" else (i, j)
+                grad_x[:, reads] += np.einsum("nohw,co->nchw", window, weight[ins, :, tap[0], tap[1]])
+                samples = slice(0, 1) if mistake == "weight-one-sample" else slice(None)
+                grad_w[ins, :, i, j] += np.einsum("nohw,nchw->co", window_w[samples], x[samples, reads])
+    if mistake == "weight-flipped":
+        grad_w = grad_w[:, :, ::-1, ::-1].copy()
+    grad_b = grad_out[0].sum(axis=(1, 2)) if mistake == "bias-one-sample" else grad_out.sum(axis=(0, 2, 3))
+    return grad_x, grad_w, grad_b
+
+
+# ---------------------------------------------------------------------------------------------
+# pooling, the learner's way: one window after the other
+
+
+def _pool_setup(x, kernel_size, stride, padding, dilation, ceil_mode, *, floor_only=False):
+    k = _pair(kernel_size)
+    s = k if stride is None else _pair(stride)
+    p, d = _pair(padding), _pair(dilation)
+    out = []
+    for a in range(2):
+        span = x.shape[2 + a] + 2 * p[a] - d[a] * (k[a] - 1) - 1
+        o = (span + (s[a] - 1 if ceil_mode and not floor_only else 0)) // s[a] + 1
+        if ceil_mode and not floor_only and (o - 1) * s[a] >= x.shape[2 + a] + p[a]:
+            o -= 1
+        out.append(o)
+    return k, s, p, d, out
+
+
+def learner_max_pool2d_backward(
+    grad_out, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *, mistake=None
+):
+    k, s, p, d, out = _pool_setup(x, kernel_size, stride, padding, dilation, ceil_mode,
+                                  floor_only=mistake == "ceil-dropped")  # fmt: skip
+    n, c, h, w = x.shape
+    grad_x = np.zeros(x.shape, dtype=np.float64 if mistake == "float64" else x.dtype)
+    pad_value = 0.0 if mistake == "zero-padding" else -np.inf
+    for oh in range(out[0]):
+        for ow in range(out[1]):
+            values, where = [], []
+            for i in range(k[0]):
+                for j in range(k[1]):
+                    r, q = oh * s[0] - p[0] + i * d[0], ow * s[1] - p[1] + j * d[1]
+                    inside = 0 <= r < h and 0 <= q < w
+                    values.append(x[:, :, r, q] if inside else np.full((n, c), pad_value))
+                    where.append((r, q, inside))
+            stack = np.stack(values, axis=-1)  # (N, C, taps)
+            best = stack.max(axis=-1)
+            if mistake == "ties-last":
+                winner = stack.shape[-1] - 1 - np.argmax(stack[..., ::-1], axis=-1)
+            else:
+                winner = np.argmax(stack, axis=-1)  # (N, C)
+            for t, (r, q, inside) in enumerate(where):
+                if not inside:
+                    continue
+                if mistake == "ties-every":
+                    chosen = stack[..., t] == best
+                else:
+                    chosen = winner == t
+                upstream = grad_out[:, :, oh, ow]
+                if mistake == "overwrite":
+                    grad_x[:, :, r, q] = np.where(chosen, upstream, grad_x[:, :, r, q])
+                else:
+                    grad_x[:, :, r, q] += np.where(chosen, upstream, 0.0)
+    return grad_x
+
+
+def learner_avg_pool2d_backward(
+    grad_out, x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, *, mistake=None
+):
+    k, s, p, _, out = _pool_setup(x, kernel_size, stride, padding, 1, ceil_mode)
+    _n, _c, h, w = x.shape
+    grad_x = np.zeros(x.shape, dtype=x.dtype)
+    include = count_include_pad if mistake != "include-pad-always" else True
+    for oh in range(out[0]):
+        for ow in range(out[1]):
+            r0, q0 = oh * s[0] - p[0], ow * s[1] - p[1]
+            r1, q1 = min(r0 + k[0], h + p[0]), min(q0 + k[1], w + p[1])
+            if mistake in ("kernel-area", "no-edge") and include:
+                divisor = k[0] * k[1]
+            elif include:
+                divisor = (r1 - r0) * (q1 - q0)
+            else:
+                divisor = (min(r1, h) - max(r0, 0)) * (min(q1, w) - max(q0, 0))
+            if mistake == "kernel-area":
+                divisor = k[0] * k[1]
+            if mistake == "no-division":
+                divisor = 1
+            rows, cols = slice(max(r0, 0), min(r1, h)), slice(max(q0, 0), min(q1, w))
+            share = grad_out[:, :, oh, ow][:, :, None, None] / divisor
+            if mistake == "overwrite":
+                grad_x[:, :, rows, cols] = share
+            else:
+                grad_x[:, :, rows, cols] += share
+    return grad_x
+
+
+# ---------------------------------------------------------------------------------------------
+# linear, cross-entropy, activations
+
+
+def learner_linear_backward(grad_out, x, weight, *, mistake=None):
+    samples = math.prod(x.shape[:-1])
+    rows = x.reshape(samples, x.shape[-1])  # (M, in)
+    grads = grad_out.reshape(samples, grad_out.shape[-1])  # (M, out)
+    grad_x = (grads @ weight).reshape(x.shape)
+    grad_w = grads.T @ rows
+    grad_b = grads.sum(axis=0)
+    if mistake == "weight-transposed":
+        grad_w = rows.T @ grads
+    if mistake == "weight-one-sample":
+        grad_w = np.outer(grads[0], rows[0])
+    if mistake == "bias-one-sample":
+        grad_b = grads[0]
+    if mistake == "bias-first-axis":
+        grad_b = grad_out.sum(axis=0)
+    if mistake == "mean":
+        grad_w, grad_b = grad_w / len(rows), grad_b / len(rows)
+    if mistake == "flat-grad-x":
+        grad_x = grads @ weight  # (M, in): the batch axes are not restored
+    return grad_x, grad_w, grad_b
+
+
+def learner_cross_entropy_backward(
+    logits, target, reduction="mean", label_smoothing=0.0, grad_out=None, *, mistake=None
+):
+    n, classes = logits.shape
+    if mistake == "overflow":
+        e = np.exp(logits)
+    elif mistake == "axis-0":
+        e = np.exp(logits - logits.max(axis=0, keepdims=True))
+    else:
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p = e / e.sum(axis=1 if mistake != "axis-0" else 0, keepdims=True)
+    onehot = np.zeros_like(logits)
+    onehot[np.arange(n), target] = 1.0
+    eps = 0.0 if mistake == "no-smoothing" else label_smoothing
+    q = (1 - eps) * onehot + eps / classes
+    if mistake == "smoothing-others":
+        q = (1 - eps) * onehot + eps / (classes - 1) * (1 - onehot)
+    grad = p if mistake == "no-target" else p - q
+    if grad_out is not None and mistake != "no-upstream":
+        if reduction == "none":
+            upstream = grad_out[None, :] if mistake == "none-broadcast" else grad_out[:, None]
+            grad = grad * upstream
+        else:
+            grad = grad * grad_out
+    if (reduction == "mean" and mistake != "no-1/N") or mistake == "1/N-always":
+        grad = grad / n
+    if mistake == "smoothing-mean-only" and reduction == "mean" and label_smoothing > 0:
+        grad = grad * (1 + 1e-3)
+    return grad
+
+
+def learner_relu_backward(grad_out, x, *, mistake=None):
+    if mistake == "kink":
+        return grad_out * (x >= 0)
+    if mistake == "mask-from-grad-out":
+        return grad_out * (grad_out > 0)
+    if mistake == "no-upstream":
+        return (x > 0).astype(x.dtype)
+    if mistake == "signbit":
+        return np.where(np.signbit(x), 0.0, grad_out).astype(x.dtype)
+    if mistake == "in-place":
+        grad_out[x <= 0] = 0.0
+        return grad_out
+    if mistake == "float64":
+        return grad_out.astype(np.float64) * (x > 0)
+    return grad_out * (x > 0)
+
+
+def learner_leaky_relu_backward(grad_out, x, negative_slope=0.01, *, mistake=None):
+    slope = float(negative_slope)
+    if mistake == "kink":
+        return np.where(x >= 0, grad_out, slope * grad_out)
+    if mistake == "relu":
+        return np.where(x > 0, grad_out, 0.0 * grad_out)
+    if mistake == "default-slope":
+        return np.where(x > 0, grad_out, 0.01 * grad_out)
+    if mistake == "no-upstream":
+        return np.where(x > 0, 1.0, slope).astype(x.dtype)
+    if mistake == "abs-slope":
+        return np.where(x > 0, grad_out, abs(slope) * grad_out)
+    return np.where(x > 0, grad_out, slope * grad_out)
+
+
+def learner_sigmoid_backward(grad_out, x, *, mistake=None):
+    s = 1.0 / (1.0 + np.exp(-x))
+    if mistake == "at-x":
+        return grad_out * x * (1 - x)
+    if mistake == "no-upstream":
+        return s * (1 - s)
+    if mistake == "exp-ratio":  # e^-x / (1 + e^-x)^2: inf / inf = NaN for very negative x
+        e = np.exp(-x)
+        return grad_out * e / (1 + e) ** 2
+    return grad_out * s * (1 - s)
+
+
+def learner_tanh_backward(grad_out, x, *, mistake=None):
+    t = np.tanh(x)
+    if mistake == "at-x":
+        return grad_out * (1 - x**2)
+    if mistake == "no-square":
+        return grad_out * (1 - t)
+    if mistake == "no-upstream":
+        return 1 - t**2
+    if mistake == "cosh":  # 1 / cosh(x)^2, computed in float64 whatever the input dtype
+        return grad_out / np.cosh(x.astype(np.float64)) ** 2
+    return grad_out * (1 - t**2)
+
+
+def _with(fn: Callable, **options: Any) -> Callable:
+    def wrong(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs, **options)
+
+    wrong.__name__ = f"{fn.__name__}[{', '.join(f'{k}={v}' for k, v in options.items())}]"
+    return wrong
+
+
+def _float64(fn: Callable) -> Callable:
+    def wrong(*args: Any, **kwargs: Any) -> Any:
+        up = [
+            a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype == np.float32 else a for a in args
+        ]
+        kw = {
+            k: v.astype(np.float64) if isinstance(v, np.ndarray) and v.dtype == np.float32 else v
+            for k, v in kwargs.items()
+        }
+        return fn(*up, **kw)
+
+    return wrong
+
+
+# ---------------------------------------------------------------------------------------------
+# the corpus
+
+CONV = learner_conv2d_backward
+TRANSPOSE = learner_conv_transpose2d_backward
+MAXP = learner_max_pool2d_backward
+AVGP = learner_avg_pool2d_backward
+OVERWRITES_COL2IM = ("col2im-overwrites-by-offset", "col2im-overwrites-by-window")
+OVERWRITES_POOL = ("overwrite-by-window", "overwrite-by-offset", "overwrite-by-offset-with-zeros")
+
+# the learners' own implementations, with no mistake: the checker must pass them
+CORRECT = [
+    ("conv2d_backward", CONV),
+    ("conv_transpose2d_backward", TRANSPOSE),
+    ("max_pool2d_backward", MAXP),
+    ("avg_pool2d_backward", AVGP),
+    ("linear_backward", learner_linear_backward),
+    ("cross_entropy_backward", learner_cross_entropy_backward),
+    ("relu_backward", learner_relu_backward),
+    ("leaky_relu_backward", learner_leaky_relu_backward),
+    ("sigmoid_backward", learner_sigmoid_backward),
+    ("tanh_backward", learner_tanh_backward),
+]
+
+WRONG_RULES = [
+    # one per catalogued mistake
+    WrongRule("conv: col2im overwrites", "conv2d_backward", _with(CONV, mistake="overwrite"), OVERWRITES_COL2IM),
+    WrongRule("conv: kernel not rotated", "conv2d_backward", _with(CONV, mistake="not-rotated"), ("kernel-not-rotated",)),
+    WrongRule("conv: stride and dilation not swapped", "conv2d_backward", _with(CONV, mistake="stride-dilation"),
+              ("stride-dilation-not-swapped",)),
+    WrongRule("conv: padding k-1", "conv2d_backward", learner_conv2d_backward_full_correlation,
+              ("padding-k-1", "padding-k-1-fitted")),
+    WrongRule("conv: padding not cropped", "conv2d_backward", _with(CONV, mistake="not-cropped"), ("padding-not-cropped",)),
+    WrongRule("conv: weight gradient flipped", "conv2d_backward", _with(CONV, mistake="weight-flipped"),
+              ("weight-gradient-flipped",)),
+    WrongRule("conv: weight gradient of one sample", "conv2d_backward", _with(CONV, mistake="weight-one-sample"),
+              ("weight-gradient-of-one-sample",)),
+    WrongRule("conv: bias gradient of one sample", "conv2d_backward", _with(CONV, mistake="bias-one-sample"),
+              ("bias-gradient-of-one-sample",)),
+    WrongRule("conv: groups' channel offset ignored", "conv2d_backward", _with(CONV, mistake="group-offset"),
+              ("groups-ignored",)),
+    WrongRule("conv: float64 result", "conv2d_backward", _float64(CONV), ("float64-result",)),
+    WrongRule("transpose: kernel rotated", "conv_transpose2d_backward", _with(TRANSPOSE, mistake="rotated"),
+              ("kernel-rotated",)),
+    WrongRule("transpose: stride and dilation not swapped", "conv_transpose2d_backward",
+              _with(TRANSPOSE, mistake="stride-dilation"), ("stride-dilation-not-swapped",)),
+    WrongRule("transpose: weight gradient flipped", "conv_transpose2d_backward",
+              _with(TRANSPOSE, mistake="weight-flipped"), ("weight-gradient-flipped",)),
+    WrongRule("transpose: weight gradient of one sample", "conv_transpose2d_backward",
+              _with(TRANSPOSE, mistake="weight-one-sample"), ("weight-gradient-of-one-sample",)),
+    WrongRule("transpose: bias gradient of one sample", "conv_transpose2d_backward",
+              _with(TRANSPOSE, mistake="bias-one-sample"), ("bias-gradient-of-one-sample",)),
+    WrongRule("transpose: groups' channel offset ignored", "conv_transpose2d_backward",
+              _with(TRANSPOSE, mistake="group-offset"), ("groups-ignored",)),
+    WrongRule("transpose: float64 result", "conv_transpose2d_backward", _float64(TRANSPOSE), ("float64-result",)),
+    WrongRule("max pool: overwrite", "max_pool2d_backward", _with(MAXP, mistake="overwrite"), OVERWRITES_POOL),
+    WrongRule("max pool: ties to the last maximum", "max_pool2d_backward", _with(MAXP, mistake="ties-last"),
+              ("ties-to-last-maximum",)),
+    WrongRule("max pool: ties to every maximum", "max_pool2d_backward", _with(MAXP, mistake="ties-every"),
+              ("ties-to-every-maximum",)),
+    WrongRule("max pool: zero padding", "max_pool2d_backward", _with(MAXP, mistake="zero-padding"), ("zero-padding",)),
+    WrongRule("max pool: ceil_mode window dropped", "max_pool2d_backward", _with(MAXP, mistake="ceil-dropped"),
+              ("ceil-mode-window-dropped",)),
+    WrongRule("max pool: float64 result", "max_pool2d_backward", _with(MAXP, mistake="float64"), ("float64-result",)),
+    WrongRule("avg pool: overwrite", "avg_pool2d_backward", _with(AVGP, mistake="overwrite"), OVERWRITES_POOL),
+    WrongRule("avg pool: divisor ignores count_include_pad", "avg_pool2d_backward",
+              _with(AVGP, mistake="include-pad-always"), ("divisor-ignores-count-include-pad",)),
+    WrongRule("avg pool: divisor ignores the edge", "avg_pool2d_backward", _with(AVGP, mistake="no-edge"),
+              ("divisor-ignores-edge",)),
+    WrongRule("avg pool: divisor always kH*kW", "avg_pool2d_backward", _with(AVGP, mistake="kernel-area"),
+              ("divisor-always-kernel-area",)),
+    WrongRule("avg pool: no division", "avg_pool2d_backward", _with(AVGP, mistake="no-division"), ("no-division",)),
+    WrongRule("avg pool: float64 result", "avg_pool2d_backward", _float64(AVGP), ("float64-result",)),
+    WrongRule("linear: transposed weight gradient", "linear_backward",
+              _with(learner_linear_backward, mistake="weight-transposed"), ("weight-gradient-transposed",)),
+    WrongRule("linear: weight gradient of one sample", "linear_backward",
+              _with(learner_linear_backward, mistake="weight-one-sample"), ("weight-gradient-of-one-sample",)),
+    WrongRule("linear: bias gradient of one sample", "linear_backward",
+              _with(learner_linear_backward, mistake="bias-one-sample"), ("bias-gradient-of-one-sample",)),
+    WrongRule("linear: bias summed over the first axis", "linear_backward",
+              _with(learner_linear_backward, mistake="bias-first-axis"), ("bias-gradient-first-axis-only",)),
+    WrongRule("linear: averaged over the batch", "linear_backward", _with(learner_linear_backward, mistake="mean"),
+              ("averaged-over-the-batch",)),
+    WrongRule("linear: float64 result", "linear_backward", _float64(learner_linear_backward), ("float64-result",)),
+    WrongRule("cross-entropy: missing 1/N", "cross_entropy_backward",
+              _with(learner_cross_entropy_backward, mistake="no-1/N"), ("mean-without-1/N",)),
+    WrongRule("cross-entropy: 1/N for every reduction", "cross_entropy_backward",
+              _with(learner_cross_entropy_backward, mistake="1/N-always"), ("1/N-for-every-reduction",)),
+    WrongRule("cross-entropy: label smoothing ignored", "cross_entropy_backward",
+              _with(learner_cross_entropy_backward, mistake="no-smoothing"), ("label-smoothing-ignored",)),
+    WrongRule("cross-entropy: smoothing over the other classes", "cross_entropy_backward",
+              _with(learner_cross_entropy_backward, mistake="smoothing-others"), ("label-smoothing-over-other-classes",)),
+    WrongRule("cross-entropy: target not subtracted", "cross_entropy_backward",
+              _with(learner_cross_entropy_backward, mistake="no-target"), ("target-not-subtracted",)),
+    WrongRule("cross-entropy: grad_out ignored", "cross_entropy_backward",
+              _with(learner_cross_entropy_backward, mistake="no-upstream"), ("grad-out-ignored",)),
+    WrongRule("cross-entropy: softmax overflows", "cross_entropy_backward",
+              _with(learner_cross_entropy_backward, mistake="overflow"), ("softmax-overflows",)),
+    WrongRule("cross-entropy: softmax over the batch", "cross_entropy_backward",
+              _with(learner_cross_entropy_backward, mistake="axis-0"), ("softmax-over-the-batch",)),
+    WrongRule("cross-entropy: float64 result", "cross_entropy_backward", _float64(learner_cross_entropy_backward),
+              ("float64-result",)),
+    WrongRule("relu: ReLU'(0) = 1", "relu_backward", _with(learner_relu_backward, mistake="kink"),
+              ("relu-derivative-1-at-0",)),
+    WrongRule("relu: mask from grad_out", "relu_backward", _with(learner_relu_backward, mistake="mask-from-grad-out"),
+              ("relu-mask-from-grad-out",)),
+    WrongRule("relu: grad_out forgotten", "relu_backward", _with(learner_relu_backward, mistake="no-upstream"),
+              ("grad-out-forgotten",)),
+    WrongRule("relu: float64 result", "relu_backward", _with(learner_relu_backward, mistake="float64"),
+              ("float64-result",)),
+    WrongRule("leaky relu: leaky ReLU'(0) = 1", "leaky_relu_backward", _with(learner_leaky_relu_backward, mistake="kink"),
+              ("leaky-relu-derivative-1-at-0",)),
+    WrongRule("leaky relu: slope ignored", "leaky_relu_backward", _with(learner_leaky_relu_backward, mistake="relu"),
+              ("negative-slope-ignored",)),
+    WrongRule("leaky relu: default slope", "leaky_relu_backward",
+              _with(learner_leaky_relu_backward, mistake="default-slope"), ("default-slope",)),
+    WrongRule("leaky relu: grad_out forgotten", "leaky_relu_backward",
+              _with(learner_leaky_relu_backward, mistake="no-upstream"), ("grad-out-forgotten",)),
+    WrongRule("leaky relu: float64 result", "leaky_relu_backward", _float64(learner_leaky_relu_backward),
+              ("float64-result",)),
+    WrongRule("sigmoid: derivative at x", "sigmoid_backward", _with(learner_sigmoid_backward, mistake="at-x"),
+              ("sigmoid-derivative-at-x",)),
+    WrongRule("sigmoid: grad_out forgotten", "sigmoid_backward", _with(learner_sigmoid_backward, mistake="no-upstream"),
+              ("grad-out-forgotten",)),
+    WrongRule("sigmoid: float64 result", "sigmoid_backward", _float64(learner_sigmoid_backward), ("float64-result",)),
+    WrongRule("tanh: derivative at x", "tanh_backward", _with(learner_tanh_backward, mistake="at-x"),
+              ("tanh-derivative-at-x",)),
+    WrongRule("tanh: square missing", "tanh_backward", _with(learner_tanh_backward, mistake="no-square"),
+              ("tanh-square-missing",)),
+    WrongRule("tanh: grad_out forgotten", "tanh_backward", _with(learner_tanh_backward, mistake="no-upstream"),
+              ("grad-out-forgotten",)),
+    WrongRule("tanh: float64 result", "tanh_backward", _with(learner_tanh_backward, mistake="cosh"), ("float64-result",)),
+    # subtle: wrong only on some geometries or inputs, and no classic mistake to name
+    WrongRule("conv: stride[0] on both axes (only stride pairs)", "conv2d_backward", _with(CONV, mistake="one-stride")),
+    WrongRule("conv: dilation[0] on both axes (only dilation pairs)", "conv2d_backward",
+              _with(CONV, mistake="one-dilation")),
+    WrongRule("conv: 'same' with the odd pixel on top (only even kernels)", "conv2d_backward",
+              _with(CONV, mistake="same-odd-on-top")),
+    WrongRule("conv: every group's weight gradient in group 0 (only groups > 1)", "conv2d_backward",
+              _with(CONV, mistake="groups-into-first")),
+    WrongRule("conv: weight gradient divided by N (only N > 1)", "conv2d_backward", _with(CONV, mistake="weight-mean")),
+    WrongRule("conv: modifies weight in place", "conv2d_backward", _with(CONV, mistake="flip-weight-in-place")),
+    WrongRule("conv: no grad_bias returned", "conv2d_backward", _with(CONV, mistake="no-bias")),
+    WrongRule("transpose: stride[0] on both axes (only stride pairs)", "conv_transpose2d_backward",
+              _with(TRANSPOSE, mistake="one-stride")),
+    WrongRule("linear: batch axes not restored (only x.ndim != 2)", "linear_backward",
+              _with(learner_linear_backward, mistake="flat-grad-x")),
+    WrongRule("cross-entropy: grad_out broadcast along classes (only 'none')", "cross_entropy_backward",
+              _with(learner_cross_entropy_backward, mistake="none-broadcast")),
+    WrongRule("cross-entropy: off by 0.1% with smoothing and mean", "cross_entropy_backward",
+              _with(learner_cross_entropy_backward, mistake="smoothing-mean-only")),
+    WrongRule("relu: modifies grad_out in place", "relu_backward", _with(learner_relu_backward, mistake="in-place")),
+    WrongRule("relu: passes at +0.0 only (signbit)", "relu_backward", _with(learner_relu_backward, mistake="signbit")),
+    WrongRule("leaky relu: |negative_slope| (only negative slopes)", "leaky_relu_backward",
+              _with(learner_leaky_relu_backward, mistake="abs-slope")),
+    WrongRule("sigmoid: NaN in the tails (e^-x / (1 + e^-x)^2)", "sigmoid_backward",
+              _with(learner_sigmoid_backward, mistake="exp-ratio")),
+]  # fmt: skip
