@@ -36,6 +36,7 @@ import numbers
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from types import ModuleType
 from typing import Any
 
 import array_api_compat
@@ -111,13 +112,14 @@ class Tensor:
     with the operation's inputs as ``parents`` and its VJP as ``vjp``.
     """
 
-    __slots__ = ("_owner", "data", "freed", "grad", "op", "parents", "requires_grad", "vjp")
+    __slots__ = ("_owner", "data", "freed", "grad", "op", "parents", "requires_grad", "vjp", "xp")
     __array_ufunc__ = None  # `ndarray + Tensor` defers to Tensor.__radd__ instead of looping over it
 
     def __init__(self, data: Any, requires_grad: bool = False) -> None:
         if isinstance(data, Tensor):
             raise TypeError("data must be an array, got a Tensor (use tensor.detach() for a graph-free copy)")
-        check_float_array(namespace(data=data), "data", data)
+        self.xp = namespace(data=data)  # the array library, found once
+        check_float_array(self.xp, "data", data)
         if not isinstance(requires_grad, bool):
             raise TypeError(f"requires_grad must be a bool, got {requires_grad!r}")
         self.data = data
@@ -141,7 +143,7 @@ class Tensor:
         """
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad: nothing to differentiate")
-        xp = namespace(tensor=self.data)
+        xp = self.xp
         if grad is None:
             if math.prod(self.shape) != 1:
                 raise RuntimeError(
@@ -156,7 +158,9 @@ class Tensor:
             check_same_dtype("grad", grad, "tensor", self.data)
             check_shape("grad", grad, self.shape)
         grads = {self: grad}  # the gradient reaching each tensor, summed over every use of it
-        for node in reversed(_topological_order(self)):
+        order = _topological_order(self)
+        while order:  # last first: a tensor is reached once every tensor computed from it is done
+            node = order.pop()  # out of the list: once its graph is freed, its arrays can go
             grad_node = grads.pop(node)
             if node.freed:
                 raise RuntimeError(
@@ -173,7 +177,7 @@ class Tensor:
             for parent, grad_parent in zip(node.parents, node.vjp(grad_node), strict=True):
                 if grad_parent is None or not parent.requires_grad:
                     continue
-                if tuple(grad_parent.shape) != parent.shape:
+                if grad_parent.shape != parent.data.shape:
                     raise RuntimeError(
                         f"{node.op}'s backward returned a gradient of shape {tuple(grad_parent.shape)} "
                         f"for an input of shape {parent.shape}"
@@ -278,7 +282,7 @@ def _topological_order(root: Tensor) -> list[Tensor]:
             continue
         seen.add(id(tensor))
         stack.append((tensor, True))
-        stack.extend((parent, False) for parent in tensor.parents if parent.requires_grad)
+        stack.extend([(parent, False) for parent in tensor.parents if parent.requires_grad])
     return order
 
 
@@ -287,9 +291,10 @@ def _record(data: Any, op: str, parents: tuple[Tensor, ...], vjp: Callable[[Any]
 
     ``vjp(grad_out)`` returns one gradient per parent, in order (``None`` for none).
     """
-    out = Tensor(data, requires_grad=_grad_enabled and any(p.requires_grad for p in parents))
-    if out.requires_grad:
-        out.parents, out.vjp, out.op = parents, vjp, op
+    out = Tensor.__new__(Tensor)  # data comes from a rule of the parents' library: no checks needed
+    out.data, out.xp, out.grad, out._owner, out.freed = data, parents[0].xp, None, None, False
+    out.requires_grad = _grad_enabled and any(p.requires_grad for p in parents)
+    out.parents, out.vjp, out.op = (parents, vjp, op) if out.requires_grad else ((), None, "")
     return out
 
 
@@ -322,25 +327,52 @@ def _data(tensor: Tensor | None) -> Any:
     return None if tensor is None else tensor.data
 
 
-def _same_kind(tensors: Sequence[Tensor], names: Sequence[str]) -> Any:
+def _same_kind(tensors: Sequence[Tensor], names: Sequence[str]) -> ModuleType:
     """The shared namespace of the tensors, after checking that they share one library and dtype."""
-    xp = namespace(**{name: t.data for name, t in zip(names, tensors, strict=True)})
+    xp = tensors[0].xp
+    if any(t.xp is not xp for t in tensors):
+        namespace(**{name: t.data for name, t in zip(names, tensors, strict=True)})  # raises, naming them
     for name, t in zip(names[1:], tensors[1:], strict=True):
         check_same_dtype(name, t.data, names[0], tensors[0].data)
     return xp
 
 
-def _operands(a: Any, b: Any) -> tuple[Any, Tensor, Tensor]:
-    """Two operands of an elementwise operation as Tensors; a Python number becomes a 0-d constant."""
-    if _is_number(a) and not _is_number(b):
-        b = _tensor("b", b)
-        a = Tensor(namespace(b=b.data).asarray(a, dtype=b.dtype, device=array_api_compat.device(b.data)))
-    elif _is_number(b):
+def _operands(a: Any, b: Any) -> tuple[ModuleType, Tensor | float, Tensor | float]:
+    """The operands of an elementwise operation: Tensors of one library and dtype, or a number.
+
+    A Python number stays a number (it keeps the Tensor's dtype, and needs no gradient).
+    """
+    if _is_number(b):
         a = _tensor("a", a)
-        b = Tensor(namespace(a=a.data).asarray(b, dtype=a.dtype, device=array_api_compat.device(a.data)))
-    else:
-        a, b = _tensor("a", a), _tensor("b", b)
+        return a.xp, a, float(b)
+    if _is_number(a):
+        b = _tensor("b", b)
+        return b.xp, float(a), b
+    a, b = _tensor("a", a), _tensor("b", b)
     return _same_kind((a, b), ("a", "b")), a, b
+
+
+def _needs_grad(operand: Tensor | float) -> bool:
+    return isinstance(operand, Tensor) and operand.requires_grad
+
+
+def _value(operand: Tensor | float) -> Any:
+    return operand.data if isinstance(operand, Tensor) else operand
+
+
+def _binary(op: str, data: Any, operands: tuple[Any, Any], grads: Callable[[Any], tuple[Any, Any]]) -> Tensor:
+    """Record an elementwise operation of two operands, of which one may be a number (no parent).
+
+    ``grads(grad)`` returns both operands' gradients (``None`` for a number or a constant).
+    """
+    parents = tuple(o for o in operands if isinstance(o, Tensor))
+    if data.dtype != parents[0].dtype:  # NumPy 1.x promotes a float32 0-d array with a Python float
+        data = parents[0].xp.astype(data, parents[0].dtype)
+
+    def vjp(grad: Any) -> tuple[Any, ...]:
+        return tuple(g for o, g in zip(operands, grads(grad), strict=True) if isinstance(o, Tensor))
+
+    return _record(data, op, parents, vjp)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,36 +388,44 @@ def _unbroadcast(xp: Any, grad: Any, shape: tuple[int, ...]) -> Any:
     return xp.sum(grad, axis=stretched, keepdims=True) if stretched else grad
 
 
+def _shape(operand: Tensor | float) -> tuple[int, ...]:
+    return operand.shape if isinstance(operand, Tensor) else ()
+
+
 def add(a: Any, b: Any) -> Tensor:
     """``a + b`` with broadcasting; Tensors, arrays or Python numbers (one library and dtype)."""
     xp, a, b = _operands(a, b)
 
-    def vjp(grad: Any) -> tuple[Any, Any]:
-        return _unbroadcast(xp, grad, a.shape), _unbroadcast(xp, grad, b.shape)
+    def grads(grad: Any) -> tuple[Any, Any]:
+        grad_a = _unbroadcast(xp, grad, _shape(a)) if _needs_grad(a) else None
+        grad_b = _unbroadcast(xp, grad, _shape(b)) if _needs_grad(b) else None
+        return grad_a, grad_b
 
-    return _record(a.data + b.data, "add", (a, b), vjp)
+    return _binary("add", _value(a) + _value(b), (a, b), grads)
 
 
 def sub(a: Any, b: Any) -> Tensor:
     """``a - b`` with broadcasting; Tensors, arrays or Python numbers (one library and dtype)."""
     xp, a, b = _operands(a, b)
 
-    def vjp(grad: Any) -> tuple[Any, Any]:
-        return _unbroadcast(xp, grad, a.shape), _unbroadcast(xp, -grad, b.shape)
+    def grads(grad: Any) -> tuple[Any, Any]:
+        grad_a = _unbroadcast(xp, grad, _shape(a)) if _needs_grad(a) else None
+        grad_b = _unbroadcast(xp, -grad, _shape(b)) if _needs_grad(b) else None
+        return grad_a, grad_b
 
-    return _record(a.data - b.data, "sub", (a, b), vjp)
+    return _binary("sub", _value(a) - _value(b), (a, b), grads)
 
 
 def mul(a: Any, b: Any) -> Tensor:
     """``a * b`` elementwise with broadcasting; Tensors, arrays or Python numbers."""
     xp, a, b = _operands(a, b)
 
-    def vjp(grad: Any) -> tuple[Any, Any]:
-        grad_a = _unbroadcast(xp, grad * b.data, a.shape) if a.requires_grad else None
-        grad_b = _unbroadcast(xp, grad * a.data, b.shape) if b.requires_grad else None
+    def grads(grad: Any) -> tuple[Any, Any]:
+        grad_a = _unbroadcast(xp, grad * _value(b), _shape(a)) if _needs_grad(a) else None
+        grad_b = _unbroadcast(xp, grad * _value(a), _shape(b)) if _needs_grad(b) else None
         return grad_a, grad_b
 
-    return _record(a.data * b.data, "mul", (a, b), vjp)
+    return _binary("mul", _value(a) * _value(b), (a, b), grads)
 
 
 def _axes(axis: int | tuple[int, ...] | None, ndim: int) -> tuple[int, ...]:
@@ -402,7 +442,7 @@ def _axes(axis: int | tuple[int, ...] | None, ndim: int) -> tuple[int, ...]:
 def sum(x: Any, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
     """Sum over ``axis`` (all axes by default), like ``torch.sum``; ``(*)`` -> the reduced shape."""
     x = _tensor("x", x)
-    xp = namespace(x=x.data)
+    xp = x.xp
     axes = _axes(axis, x.ndim)
     kept_shape = tuple(1 if d in axes else s for d, s in enumerate(x.shape))
 
@@ -422,7 +462,7 @@ def mean(x: Any, axis: int | tuple[int, ...] | None = None, keepdims: bool = Fal
 def reshape(x: Any, shape: Sequence[int]) -> Tensor:
     """``x`` with a new shape of the same size (one entry may be ``-1``), like ``torch.reshape``."""
     x = _tensor("x", x)
-    xp = namespace(x=x.data)
+    xp = x.xp
 
     def vjp(grad: Any) -> tuple[Any]:
         return (xp.reshape(grad, x.shape),)
@@ -482,7 +522,7 @@ def _basic_key(key: Any) -> tuple[Any, ...]:
 def _getitem(x: Tensor, key: Any) -> Tensor:
     """``x[key]`` for ints, slices and ``...``; the gradient lands in a zero array at those places."""
     key = _basic_key(key)
-    xp = namespace(x=x.data)
+    xp = x.xp
 
     def vjp(grad: Any) -> tuple[Any]:
         grad_x = xp.zeros(x.shape, dtype=x.dtype, device=array_api_compat.device(x.data))
@@ -511,7 +551,7 @@ def linear(x: Any, weight: Any, bias: Any = None) -> Tensor:
 def matmul(a: Any, b: Any) -> Tensor:
     """``a @ b`` for ``a: (*, k)`` and a matrix ``b: (k, n)``: the linear layer ``linear(a, b^T)``."""
     a, b = _tensor("a", a), _tensor("b", b)
-    xp = namespace(a=a.data, b=b.data)
+    xp = _same_kind((a, b), ("a", "b"))
     if b.ndim != 2:
         raise ValueError(f"b must be a 2-D matrix (k, n), got shape {b.shape}")
     weight = xp.matrix_transpose(b.data)  # (n, k): b as the weight of a linear layer
@@ -679,7 +719,7 @@ def log_softmax(x: Any, axis: int = -1) -> Tensor:
     """:func:`cnnbp_ref.losses.log_softmax` along ``axis``, any shape; the VJP from the cross-entropy rule."""
     x = _tensor("x", x)
     data = losses.log_softmax(x.data, axis)  # validates x and axis
-    xp, axis = namespace(x=x.data), axis % x.ndim
+    xp, axis = x.xp, axis % x.ndim
 
     def vjp(grad: Any) -> tuple[Any]:
         return (_log_softmax_vjp(xp, grad, x.data, axis),)
@@ -695,7 +735,7 @@ def softmax(x: Any, axis: int = -1) -> Tensor:
     """
     x = _tensor("x", x)
     data = losses.softmax(x.data, axis)
-    xp, axis = namespace(x=x.data), axis % x.ndim
+    xp, axis = x.xp, axis % x.ndim
 
     def vjp(grad: Any) -> tuple[Any]:
         return (_log_softmax_vjp(xp, grad * data, x.data, axis),)
@@ -769,8 +809,10 @@ def _layers(root: Any) -> Iterator[Any]:
         seen.add(id(layer))
         yield layer
         for value in vars(layer).values():
-            items = value if isinstance(value, (list, tuple)) else (value,)
-            stack.extend(item for item in items if isinstance(item, nn.Layer))
+            if isinstance(value, nn.Layer):
+                stack.append(value)
+            elif isinstance(value, (list, tuple)):
+                stack.extend([item for item in value if isinstance(item, nn.Layer)])
 
 
 def zero_grad(*items: Any) -> None:
