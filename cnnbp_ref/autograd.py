@@ -41,7 +41,7 @@ from typing import Any
 
 import array_api_compat
 
-from cnnbp_ref import activations, conv, losses, nn, pooling
+from cnnbp_ref import activations, conv, losses, nn, normalization, pooling
 from cnnbp_ref._backend import check_float_array, check_same_dtype, namespace
 from cnnbp_ref._checks import check_shape
 
@@ -53,13 +53,16 @@ __all__ = [
     "Tensor",
     "add",
     "avg_pool2d",
+    "batch_norm",
     "cat",
     "conv2d",
     "conv_transpose2d",
     "cross_entropy",
     "flatten",
     "forward",
+    "group_norm",
     "layer_forward",
+    "layer_norm",
     "leaky_relu",
     "linear",
     "log_softmax",
@@ -741,6 +744,92 @@ def softmax(x: Any, axis: int = -1) -> Tensor:
         return (_log_softmax_vjp(xp, grad * data, x.data, axis),)
 
     return _record(data, "softmax", (x,), vjp)
+
+
+def _array(value: Any) -> Any:
+    """An argument that gets no gradient (running statistics): an array, or a Tensor's array."""
+    return value.data if isinstance(value, Tensor) else value
+
+
+def _affine_parents(x: Tensor, weight: Tensor | None, bias: Tensor | None) -> tuple[Tensor, ...]:
+    return (x, *(p for p in (weight, bias) if p is not None))
+
+
+def _affine_grads(weight: Any, bias: Any, grads: tuple[Any, Any, Any]) -> tuple[Any, ...]:
+    """A normalisation rule's ``(grad_x, grad_weight, grad_bias)`` for the parents that exist."""
+    grad_x, grad_weight, grad_bias = grads
+    return (grad_x, *(g for p, g in ((weight, grad_weight), (bias, grad_bias)) if p is not None))
+
+
+def batch_norm(
+    x: Any,
+    running_mean: Any = None,
+    running_var: Any = None,
+    weight: Any = None,
+    bias: Any = None,
+    training: bool = False,
+    momentum: float | None = 0.1,
+    eps: float = 1e-5,
+    num_batches_tracked: int = 0,
+) -> tuple[Tensor, Any, Any]:
+    """:func:`cnnbp_ref.normalization.batch_norm`: ``(N, C, *)`` -> ``(y, new_running_mean, new_running_var)``.
+
+    ``y`` is a Tensor; the running statistics (arrays, or ``None``) get no gradient, as in PyTorch.
+    ``weight``, ``bias``: ``(C,)`` or ``None``.
+    """
+    x, weight, bias = _tensor("x", x), _optional("weight", weight), _optional("bias", bias)
+    running_mean, running_var = _array(running_mean), _array(running_var)
+    y, new_mean, new_var = normalization.batch_norm(
+        x.data,
+        running_mean,
+        running_var,
+        _data(weight),
+        _data(bias),
+        training,
+        momentum,
+        eps,
+        num_batches_tracked,
+    )
+
+    def vjp(grad: Any) -> tuple[Any, ...]:
+        grads = normalization.batch_norm_backward(
+            grad, x.data, running_mean, running_var, _data(weight), training, eps
+        )
+        return _affine_grads(weight, bias, grads)
+
+    return _record(y, "batch_norm", _affine_parents(x, weight, bias), vjp), new_mean, new_var
+
+
+def layer_norm(
+    x: Any, normalized_shape: Any, weight: Any = None, bias: Any = None, eps: float = 1e-5
+) -> Tensor:
+    """:func:`cnnbp_ref.normalization.layer_norm` over the trailing ``normalized_shape`` axes of ``x``.
+
+    ``weight``, ``bias``: ``normalized_shape`` or ``None``; as ``F.layer_norm``.
+    """
+    x, weight, bias = _tensor("x", x), _optional("weight", weight), _optional("bias", bias)
+    y = normalization.layer_norm(x.data, normalized_shape, _data(weight), _data(bias), eps)
+
+    def vjp(grad: Any) -> tuple[Any, ...]:
+        grads = normalization.layer_norm_backward(grad, x.data, normalized_shape, _data(weight), eps)
+        return _affine_grads(weight, bias, grads)
+
+    return _record(y, "layer_norm", _affine_parents(x, weight, bias), vjp)
+
+
+def group_norm(x: Any, num_groups: int, weight: Any = None, bias: Any = None, eps: float = 1e-5) -> Tensor:
+    """:func:`cnnbp_ref.normalization.group_norm`: ``(N, C, *)``, ``C`` in ``num_groups`` groups.
+
+    ``weight``, ``bias``: ``(C,)`` or ``None``; as ``F.group_norm``.
+    """
+    x, weight, bias = _tensor("x", x), _optional("weight", weight), _optional("bias", bias)
+    y = normalization.group_norm(x.data, num_groups, _data(weight), _data(bias), eps)
+
+    def vjp(grad: Any) -> tuple[Any, ...]:
+        grads = normalization.group_norm_backward(grad, x.data, num_groups, _data(weight), eps)
+        return _affine_grads(weight, bias, grads)
+
+    return _record(y, "group_norm", _affine_parents(x, weight, bias), vjp)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from cnnbp_ref import autograd as ag
-from cnnbp_ref import cases, nn, optim
+from cnnbp_ref import cases, nn, normalization, optim
 from cnnbp_ref.activations import relu, tanh
 from cnnbp_ref.conv import conv2d
 from cnnbp_ref.gradcheck import numerical_gradient
@@ -194,6 +194,103 @@ def test_softmax_and_log_softmax_match_torch(torch, rng, name, shape, axis):
 def test_log_softmax_of_huge_logits_has_a_finite_gradient(torch, rng):
     logits = np.array([[1e4, 0.0, -1e4], [3.0, 1e4, 2.0]])
     run_both(torch, lambda z: ag.log_softmax(z, 1), lambda z: torch.log_softmax(z, 1), [logits], rng)
+
+
+BATCH_NORM_CASES = [
+    # (id, x shape, training, affine, running statistics, momentum)
+    ("train-4d", (4, 3, 5, 2), True, True, True, 0.1),
+    ("train-2d-no-running", (6, 4), True, True, False, 0.1),
+    ("train-no-affine", (2, 3, 4, 4), True, False, True, 0.5),
+    ("eval-4d", (4, 3, 5, 2), False, True, True, 0.1),
+    ("eval-no-affine", (2, 3, 4, 4), False, False, True, 0.1),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "training", "affine", "running", "momentum"),
+    BATCH_NORM_CASES,
+    ids=[c[0] for c in BATCH_NORM_CASES],
+)
+def test_batch_norm_matches_torch(torch, rng, name, shape, training, affine, running, momentum):
+    channels = shape[1]
+    stats = [rng.standard_normal(channels), rng.uniform(0.5, 2.0, channels)] if running else [None, None]
+    arrays = [rng.standard_normal(shape) * 2 + 1]
+    if affine:
+        arrays += [rng.standard_normal(channels), rng.standard_normal(channels)]
+    torch_stats = [None if s is None else torch.tensor(s) for s in stats]  # updated in place by torch
+    returned = {}
+
+    def ours(x, weight=None, bias=None):
+        y, returned["mean"], returned["var"] = ag.batch_norm(
+            x, *stats, weight, bias, training=training, momentum=momentum, eps=1e-5
+        )
+        return y
+
+    def theirs(x, weight=None, bias=None):
+        return torch.nn.functional.batch_norm(x, *torch_stats, weight, bias, training, momentum, 1e-5)
+
+    run_both(torch, ours, theirs, arrays, rng)
+    for ours_stat, torch_stat in zip((returned["mean"], returned["var"]), torch_stats, strict=True):
+        assert (ours_stat is None) == (torch_stat is None)
+        if torch_stat is not None:
+            np.testing.assert_allclose(ours_stat, torch_stat.numpy(), **VS_TORCH)
+
+
+NORM_CASES = [
+    # (id, ours given (x, weight, bias), torch's given (torch, x, weight, bias), x shape, affine shape)
+    (
+        "layer-last",
+        lambda x, w, b: ag.layer_norm(x, (4,), w, b),
+        lambda t, x, w, b: t.nn.functional.layer_norm(x, (4,), w, b),
+        (2, 3, 4),
+        (4,),
+    ),
+    (
+        "layer-two-axes",
+        lambda x, w, b: ag.layer_norm(x, (3, 4), w, b),
+        lambda t, x, w, b: t.nn.functional.layer_norm(x, (3, 4), w, b),
+        (2, 3, 4),
+        (3, 4),
+    ),
+    (
+        "layer-no-affine",
+        lambda x: ag.layer_norm(x, 5, eps=0.1),
+        lambda t, x: t.nn.functional.layer_norm(x, (5,), eps=0.1),
+        (3, 5),
+        None,
+    ),
+    (
+        "group-2",
+        lambda x, w, b: ag.group_norm(x, 2, w, b),
+        lambda t, x, w, b: t.nn.functional.group_norm(x, 2, w, b),
+        (2, 4, 3, 3),
+        (4,),
+    ),
+    (
+        "group-instance",
+        lambda x, w, b: ag.group_norm(x, 6, w, b),
+        lambda t, x, w, b: t.nn.functional.group_norm(x, 6, w, b),
+        (2, 6, 5),
+        (6,),
+    ),
+    (
+        "group-no-affine",
+        lambda x: ag.group_norm(x, 1),
+        lambda t, x: t.nn.functional.group_norm(x, 1),
+        (3, 2, 2, 2),
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "ours", "theirs", "shape", "affine"), NORM_CASES, ids=[c[0] for c in NORM_CASES]
+)
+def test_layer_and_group_norm_match_torch(torch, rng, name, ours, theirs, shape, affine):
+    arrays = [rng.standard_normal(shape) * 3 - 1]
+    if affine is not None:
+        arrays += [rng.standard_normal(affine), rng.standard_normal(affine)]
+    run_both(torch, ours, lambda *t: theirs(torch, *t), arrays, rng)
 
 
 TENSOR_OPS = [
@@ -381,6 +478,31 @@ def test_small_residual_net_matches_finite_differences(rng):
             return small_residual_net(*args.values(), target, PLAIN)
 
         np.testing.assert_allclose(leaves[name].grad, numerical_gradient(loss_of, value), **FD, err_msg=name)
+
+
+def test_normalisations_match_finite_differences(rng):
+    x0, w0, b0 = rng.standard_normal((3, 2, 3, 3)), rng.standard_normal(2), rng.standard_normal(2)
+    upstream = rng.standard_normal((3, 2, 3, 3))
+
+    def graph(x, weight, bias, ops):
+        h, _, _ = ops.batch_norm(x, None, None, weight, bias, True)
+        return ops.layer_norm(ops.group_norm(h, 2, bias, weight) * h, (3, 3))
+
+    leaves = [leaf(a) for a in (x0, w0, b0)]
+    graph(*leaves, ag).backward(upstream)
+    plain = SimpleNamespace(
+        batch_norm=normalization.batch_norm,
+        layer_norm=normalization.layer_norm,
+        group_norm=normalization.group_norm,
+    )
+    for index, (tensor, value) in enumerate(zip(leaves, (x0, w0, b0), strict=True)):
+
+        def loss(probe, index=index):
+            args = [x0, w0, b0]
+            args[index] = probe
+            return np.sum(upstream * graph(*args, plain))
+
+        np.testing.assert_allclose(tensor.grad, numerical_gradient(loss, value), **FD, err_msg=str(index))
 
 
 def test_shared_weight_and_concatenation_match_finite_differences(rng):
@@ -713,7 +835,9 @@ def every_operation(x, w, b, target):
     h = ag.conv2d(x, w, b, padding=1)  # (2, 3, 4, 4)
     h = ag.cat([ag.relu(h[:, :2]), ag.leaky_relu(h[:, 2:], 0.1)], axis=1) * 0.5 + 1.0
     h = ag.avg_pool2d(ag.sigmoid(h), 2) - ag.max_pool2d(ag.tanh(h), 2)  # (2, 3, 2, 2)
-    h = ag.conv_transpose2d(h, w, None, padding=1)  # (2, 3, 4, 4)
+    h = ag.conv_transpose2d(h, w, None, padding=1)  # (2, 3, 2, 2)
+    h, _, _ = ag.batch_norm(h, None, None, b, b, training=True)
+    h = ag.group_norm(ag.layer_norm(h, (2, 2)), 3, b, None)
     logits = ag.linear(ag.flatten(h), ag.reshape(w, (3, -1))[:, :12])  # (2, 3)
     extra = (
         ag.softmax(logits, 1).sum()
