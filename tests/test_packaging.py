@@ -1,7 +1,8 @@
 """The package as a user installs it: ``python -m build``, then the wheel in a fresh virtualenv.
 
-Marked ``slow`` (about a minute: two builds, a virtualenv, NumPy and scikit-learn installed
-into it); skip it with ``-m "not slow"``, run it alone with ``python -m pytest -m slow``.
+The build and virtualenv tests are marked ``slow`` (about a minute: two builds, a virtualenv,
+NumPy and scikit-learn installed into it); skip them with ``-m "not slow"``, run them alone with
+``python -m pytest -m slow``.
 
 The build runs without build isolation, on the setuptools of the running environment
 (``pyproject.toml`` asks for >= 77, which reads the SPDX ``license``), so it needs no network.
@@ -27,8 +28,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
-
 # What the sdist is built from: the files pyproject.toml names (readme, license-files, the package).
 SOURCES = ("pyproject.toml", "README.md", "LICENSE", "cnnbp_ref")
 
@@ -46,6 +45,15 @@ def _source_version() -> str:
         ]:
             return ast.literal_eval(node.value)
     raise AssertionError("cnnbp_ref/__init__.py assigns no __version__")
+
+
+def test_citation_names_the_package_version() -> None:
+    """CITATION.cff repeats the version (CFF cannot read it from the package): they must agree."""
+    yaml = pytest.importorskip("yaml", reason="reading CITATION.cff needs PyYAML")
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert str(citation["version"]) == _source_version()
+    assert citation["license"] == "MIT"
+    assert citation["repository-code"] == "https://github.com/cnnbp/cnnbp-book"
 
 
 @pytest.fixture(scope="module")
@@ -73,12 +81,14 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     return wheel, sdist, log
 
 
+@pytest.mark.slow
 def test_build_prints_no_warning(built: tuple[Path, Path, str]) -> None:
     *_, log = built
     warnings = [line for line in log.splitlines() if re.search(r"warn|deprecat", line, re.IGNORECASE)]
     assert not warnings, "python -m build warned:\n" + "\n".join(warnings)
 
 
+@pytest.mark.slow
 def test_wheel_metadata(built: tuple[Path, Path, str]) -> None:
     wheel, sdist, _ = built
     version = _source_version()
@@ -134,6 +144,7 @@ def clean_venv(built: tuple[Path, Path, str], tmp_path_factory: pytest.TempPathF
     return python
 
 
+@pytest.mark.slow
 def test_import_with_only_the_declared_dependencies(clean_venv: Path) -> None:
     code = (
         "import sys, importlib.metadata as md, cnnbp_ref, cnnbp_ref.nn, cnnbp_ref.optim, cnnbp_ref.train;"
@@ -147,12 +158,14 @@ def test_import_with_only_the_declared_dependencies(clean_venv: Path) -> None:
     assert optional == "[]", f"import cnnbp_ref pulled in optional packages: {optional}"
 
 
+@pytest.mark.slow
 def test_train_help_without_the_train_extra(clean_venv: Path) -> None:
     result = _run([str(clean_venv), "-m", "cnnbp_ref.train", "--help"], cwd=clean_venv.parent)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "--epochs" in result.stdout
 
 
+@pytest.mark.slow
 def test_train_extra(built: tuple[Path, Path, str], clean_venv: Path) -> None:
     """Without the extra, training says what to install; with it (as declared), training runs."""
     wheel, *_ = built
