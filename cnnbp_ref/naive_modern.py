@@ -29,12 +29,19 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 __all__ = [
+    "adaptive_avg_pool2d_backward_loops",
+    "adaptive_avg_pool2d_loops",
     "batch_norm_backward_loops",
     "batch_norm_loops",
+    "dropout_backward_loops",
     "group_norm_backward_loops",
     "group_norm_loops",
+    "interpolate_backward_loops",
+    "interpolate_loops",
     "layer_norm_backward_loops",
     "layer_norm_loops",
+    "max_unpool2d_backward_loops",
+    "max_unpool2d_loops",
 ]
 
 Index = tuple[int, ...]
@@ -271,3 +278,216 @@ def group_norm_backward_loops(
     return _normalize_backward_loops(
         grad_out, x, _sample_groups(x.shape, num_groups), lambda i: (i[1],), (x.shape[1],), weight, eps
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# dropout
+
+
+def dropout_backward_loops(grad_out: np.ndarray, mask: np.ndarray | None, p: float = 0.5) -> np.ndarray:
+    """``grad_x[i] = grad_out[i] / (1 - p)`` where ``mask`` kept entry ``i``, else 0, entry by entry.
+
+    ``mask`` has ``grad_out``'s shape (dropout) or ``(N, C, 1, 1)`` (dropout2d: one decision per
+    channel); ``None`` is eval mode, the identity.
+    """
+    if mask is None:
+        return grad_out.copy()
+    grad_x = np.zeros(grad_out.shape, dtype=np.float64)
+    for index in np.ndindex(*grad_out.shape):
+        keep = mask[index] if mask.shape == grad_out.shape else mask[index[0], index[1], 0, 0]
+        if keep:
+            grad_x[index] = float(grad_out[index]) / (1.0 - p)
+    return grad_x.astype(grad_out.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# adaptive average pooling and max unpooling
+
+
+def _adaptive_window(i: int, size: int, out: int) -> range:
+    """``[floor(i*size/out), ceil((i+1)*size/out))`` in integer arithmetic."""
+    return range((i * size) // out, -((-(i + 1) * size) // out))
+
+
+def _adaptive_size(output_size: int | tuple[int | None, int | None], h: int, w: int) -> tuple[int, int]:
+    pair = (output_size, output_size) if isinstance(output_size, int) else output_size
+    return (h if pair[0] is None else pair[0], w if pair[1] is None else pair[1])
+
+
+def adaptive_avg_pool2d_loops(x: np.ndarray, output_size: int | tuple[int | None, int | None]) -> np.ndarray:
+    """``out[n, c, i, j]`` = the mean of ``x[n, c]`` over rows ``window(i)`` and columns ``window(j)``."""
+    batch, channels, h, w = x.shape
+    oh, ow = _adaptive_size(output_size, h, w)
+    out = np.zeros((batch, channels, oh, ow), dtype=np.float64)
+    for n, c, i, j in itertools.product(range(batch), range(channels), range(oh), range(ow)):
+        rows, cols = _adaptive_window(i, h, oh), _adaptive_window(j, w, ow)
+        out[n, c, i, j] = sum(float(x[n, c, r, s]) for r in rows for s in cols) / (len(rows) * len(cols))
+    return out.astype(x.dtype)
+
+
+def adaptive_avg_pool2d_backward_loops(
+    grad_out: np.ndarray, x: np.ndarray, output_size: int | tuple[int | None, int | None]
+) -> np.ndarray:
+    """Scatter: every pixel of window ``(i, j)`` receives ``grad_out[n, c, i, j] / window area``."""
+    batch, channels, h, w = x.shape
+    oh, ow = _adaptive_size(output_size, h, w)
+    grad_x = np.zeros(x.shape, dtype=np.float64)
+    for n, c, i, j in itertools.product(range(batch), range(channels), range(oh), range(ow)):
+        rows, cols = _adaptive_window(i, h, oh), _adaptive_window(j, w, ow)
+        share = float(grad_out[n, c, i, j]) / (len(rows) * len(cols))
+        for r in rows:
+            for s in cols:
+                grad_x[n, c, r, s] += share
+    return grad_x.astype(x.dtype)
+
+
+def _unpool_size(
+    x: np.ndarray,
+    kernel_size: int | tuple[int, int],
+    stride: int | tuple[int, int] | None,
+    padding: int | tuple[int, int],
+    output_size: tuple[int, ...] | None,
+) -> tuple[int, int]:
+    if output_size is not None:
+        return (int(output_size[-2]), int(output_size[-1]))
+
+    def two(v: int | tuple[int, int]) -> tuple[int, int]:
+        return (v, v) if isinstance(v, int) else (v[0], v[1])
+
+    kernel, pad = two(kernel_size), two(padding)
+    step = kernel if stride is None else two(stride)
+    return tuple((x.shape[2 + a] - 1) * step[a] - 2 * pad[a] + kernel[a] for a in range(2))
+
+
+def _unpool_writes(
+    x: np.ndarray, indices: np.ndarray, out_size: tuple[int, int]
+) -> tuple[np.ndarray, dict[tuple[int, int, int], tuple[int, int]]]:
+    """The forward's writes in PyTorch's order, and who wrote each output pixel last."""
+    batch, channels, h, w = x.shape
+    out = np.zeros((batch, channels, *out_size), dtype=x.dtype)
+    writer: dict[tuple[int, int, int], tuple[int, int]] = {}
+    for n, c, i, j in itertools.product(range(batch), range(channels), range(h), range(w)):
+        target = int(indices[n, c, i, j])
+        row, col = divmod(target, out_size[1])
+        out[n, c, row, col] = x[n, c, i, j]  # a later entry with the same target overwrites
+        writer[(n, c, target)] = (i, j)
+    return out, writer
+
+
+def max_unpool2d_loops(
+    x: np.ndarray,
+    indices: np.ndarray,
+    kernel_size: int | tuple[int, int],
+    stride: int | tuple[int, int] | None = None,
+    padding: int | tuple[int, int] = 0,
+    output_size: tuple[int, ...] | None = None,
+) -> np.ndarray:
+    """``out[n, c].flat[indices[n, c, i, j]] = x[n, c, i, j]`` in row-major order over ``(i, j)``."""
+    out_size = _unpool_size(x, kernel_size, stride, padding, output_size)
+    return _unpool_writes(x, indices, out_size)[0]
+
+
+def max_unpool2d_backward_loops(
+    grad_out: np.ndarray,
+    x: np.ndarray,
+    indices: np.ndarray,
+    kernel_size: int | tuple[int, int],
+    stride: int | tuple[int, int] | None = None,
+    padding: int | tuple[int, int] = 0,
+    output_size: tuple[int, ...] | None = None,
+) -> np.ndarray:
+    """``grad_x[n, c, i, j] = grad_out[n, c].flat[index]`` if entry ``(i, j)`` wrote last there, else 0."""
+    out_size = _unpool_size(x, kernel_size, stride, padding, output_size)
+    _, writer = _unpool_writes(x, indices, out_size)
+    grad_x = np.zeros(x.shape, dtype=grad_out.dtype)
+    for (n, c, target), (i, j) in writer.items():
+        row, col = divmod(target, out_size[1])
+        grad_x[n, c, i, j] = grad_out[n, c, row, col]
+    return grad_x
+
+
+# ---------------------------------------------------------------------------------------------
+# nearest and bilinear interpolation, one output pixel at a time
+
+
+def _interpolate_size(
+    x: np.ndarray, size: int | tuple[int, int] | None, scale_factor: float | tuple[float, float] | None
+) -> tuple[tuple[int, int], tuple[float | None, float | None]]:
+    if size is not None:
+        return ((size, size) if isinstance(size, int) else tuple(size)), (None, None)
+    factors = (scale_factor, scale_factor) if not isinstance(scale_factor, (tuple, list)) else scale_factor
+    return tuple(math.floor(x.shape[2 + a] * factors[a]) for a in range(2)), tuple(factors)
+
+
+def _taps(
+    o: int, in_size: int, out_size: int, factor: float | None, mode: str, align_corners: bool, real: type
+) -> list[tuple[int, float]]:
+    """The ``(input index, weight)`` pairs output ``o`` reads, PyTorch's formulas in scalars.
+
+    ``real`` is ``np.float32`` or ``np.float64``: the arithmetic runs in the input's precision
+    and the source coordinate is rounded to float32 before the floor, as PyTorch's kernels do.
+    """
+    if out_size == in_size:
+        return [(o, 1.0)]
+    if mode == "nearest" and out_size == 2 * in_size:
+        return [(o // 2, 1.0)]
+    if align_corners:
+        ratio = real(in_size - 1) / real(out_size - 1) if out_size > 1 else real(0)
+        source = ratio * real(o)
+    else:
+        ratio = real(1.0 / factor) if factor is not None else real(in_size) / real(out_size)
+        source = (
+            ratio * real(o) if mode == "nearest" else max(ratio * (real(o) + real(0.5)) - real(0.5), real(0))
+        )
+    i0 = min(math.floor(np.float32(source)), in_size - 1)
+    if mode == "nearest":
+        return [(i0, 1.0)]
+    lam = min(max(float(source - real(i0)), 0.0), 1.0)
+    i1 = i0 + 1 if i0 < in_size - 1 else i0
+    return [(i0, 1.0 - lam), (i1, lam)]
+
+
+def interpolate_loops(
+    x: np.ndarray,
+    size: int | tuple[int, int] | None = None,
+    scale_factor: float | tuple[float, float] | None = None,
+    mode: str = "nearest",
+    align_corners: bool | None = None,
+) -> np.ndarray:
+    """``out[n, c, oh, ow] = sum over taps of w_h * w_w * x[n, c, ih, iw]``, pixel by pixel."""
+    batch, channels, h, w = x.shape
+    (oh, ow), (fh, fw) = _interpolate_size(x, size, scale_factor)
+    real = x.dtype.type
+    out = np.zeros((batch, channels, oh, ow), dtype=np.float64)
+    for i in range(oh):
+        rows = _taps(i, h, oh, fh, mode, bool(align_corners), real)
+        for j in range(ow):
+            cols = _taps(j, w, ow, fw, mode, bool(align_corners), real)
+            for n, c in itertools.product(range(batch), range(channels)):
+                out[n, c, i, j] = sum(wr * wc * float(x[n, c, r, s]) for r, wr in rows for s, wc in cols)
+    return out.astype(x.dtype)
+
+
+def interpolate_backward_loops(
+    grad_out: np.ndarray,
+    x: np.ndarray,
+    size: int | tuple[int, int] | None = None,
+    scale_factor: float | tuple[float, float] | None = None,
+    mode: str = "nearest",
+    align_corners: bool | None = None,
+) -> np.ndarray:
+    """Scatter: every output pixel adds ``w_h * w_w * grad_out`` onto each input pixel it read."""
+    batch, channels, h, w = x.shape
+    (oh, ow), (fh, fw) = _interpolate_size(x, size, scale_factor)
+    real = x.dtype.type
+    grad_x = np.zeros(x.shape, dtype=np.float64)
+    for i in range(oh):
+        rows = _taps(i, h, oh, fh, mode, bool(align_corners), real)
+        for j in range(ow):
+            cols = _taps(j, w, ow, fw, mode, bool(align_corners), real)
+            for n, c in itertools.product(range(batch), range(channels)):
+                g = float(grad_out[n, c, i, j])
+                for r, wr in rows:
+                    for s, wc in cols:
+                        grad_x[n, c, r, s] += wr * wc * g
+    return grad_x.astype(x.dtype)
