@@ -697,6 +697,18 @@ def _hypothesis():
     return hypothesis
 
 
+def _draw(rule: Rule, config: Any, rng: np.random.Generator) -> Call:
+    """The rule's inputs for ``config`` (warnings of the forward pass it may run kept quiet)."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        call = rule.draw(config, rng)
+    if not isinstance(call, Call):
+        raise TypeError(
+            f"the draw function of rule {rule.name!r} must return a Call, got {type(call).__name__}"
+        )
+    return call
+
+
 def _case_seed(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, index])
 
@@ -749,7 +761,7 @@ def check_rule(
     runs = 0
 
     for index, (name, config) in enumerate(entry.cases):
-        base = entry.draw(config, _case_seed(seed, index))
+        base = _draw(entry, config, _case_seed(seed, index))
         for dtype in DTYPES:
             outcome = _run_case(entry, fn, f"table: {name}", base, dtype)
             outcomes.append(outcome)
@@ -802,7 +814,11 @@ def _search(hypothesis: Any, rule: Rule, fn: Callable, seed: int, max_examples: 
     def outcome_of(example: tuple[Any, int]) -> _Outcome | None:
         nonlocal runs
         config, array_seed = example
-        base = rule.draw(config, np.random.default_rng([seed, 2**32, array_seed]))
+        try:
+            base = _draw(rule, config, np.random.default_rng([seed, 2**32, array_seed]))
+            _expected(rule, base, "float64")
+        except Exception:  # a configuration the reference rejects is no test of the learner
+            return None
         for dtype in DTYPES:
             runs += 1
             outcome = _run_case(rule, fn, "random search", base, dtype)

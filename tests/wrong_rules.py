@@ -103,9 +103,13 @@ def learner_conv2d_backward(
 
 
 def learner_conv2d_backward_full_correlation(
-    grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *, pad_k_minus_1: bool = True
+    grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *, crop_padding: bool = False
 ):
-    """The input gradient as a full correlation with the rotated kernel, padded by k-1 (the mistake)."""
+    """The input gradient as a full correlation with the rotated kernel, padded by k-1 (the mistake).
+
+    With ``crop_padding`` the forward's padding is then cropped (right), but the dilation still
+    forgotten in the k-1.
+    """
     s, d = _pair(stride), _pair(dilation)
     n, c_in, h, w = x.shape
     c_out, c_group, kh, kw = weight.shape
@@ -123,6 +127,10 @@ def learner_conv2d_backward_full_correlation(
                 window = spread[:, outs, i * d[0] : i * d[0] + out_h, j * d[1] : j * d[1] + out_w]
                 rotated = weight[outs, :, kh - 1 - i, kw - 1 - j]  # (C_out/g, C_in/g)
                 full[:, g * c_group : (g + 1) * c_group] += np.einsum("nohw,oc->nchw", window, rotated)
+    if crop_padding:
+        (top, _), (left, _) = _conv_pads(padding, (kh, kw), d)
+        full = full[:, :, top:, left:]
+        out_h, out_w = full.shape[2:]
     grad_x = np.zeros(x.shape, dtype=x.dtype)
     rows, cols = min(h, out_h), min(w, out_w)
     grad_x[:, :, :rows, :cols] = full[:, :, :rows, :cols]
@@ -213,11 +221,13 @@ def learner_max_pool2d_backward(
             for t, (r, q, inside) in enumerate(where):
                 if not inside:
                     continue
-                if mistake == "ties-every":
+                upstream = grad_out[:, :, oh, ow]
+                if mistake in ("ties-every", "ties-split"):
                     chosen = stack[..., t] == best
+                    if mistake == "ties-split":
+                        upstream = upstream / np.sum(stack == best[..., None], axis=-1)
                 else:
                     chosen = winner == t
-                upstream = grad_out[:, :, oh, ow]
                 if mistake == "overwrite":
                     grad_x[:, :, r, q] = np.where(chosen, upstream, grad_x[:, :, r, q])
                 else:
@@ -423,6 +433,8 @@ WRONG_RULES = [
               ("stride-dilation-not-swapped",)),
     WrongRule("conv: padding k-1", "conv2d_backward", learner_conv2d_backward_full_correlation,
               ("padding-k-1", "padding-k-1-fitted")),
+    WrongRule("conv: padding k-1, padding cropped", "conv2d_backward",
+              _with(learner_conv2d_backward_full_correlation, crop_padding=True), ("padding-k-1-cropped",)),
     WrongRule("conv: padding not cropped", "conv2d_backward", _with(CONV, mistake="not-cropped"), ("padding-not-cropped",)),
     WrongRule("conv: weight gradient flipped", "conv2d_backward", _with(CONV, mistake="weight-flipped"),
               ("weight-gradient-flipped",)),
@@ -451,6 +463,8 @@ WRONG_RULES = [
               ("ties-to-last-maximum",)),
     WrongRule("max pool: ties to every maximum", "max_pool2d_backward", _with(MAXP, mistake="ties-every"),
               ("ties-to-every-maximum",)),
+    WrongRule("max pool: ties share the gradient", "max_pool2d_backward", _with(MAXP, mistake="ties-split"),
+              ("ties-split",)),
     WrongRule("max pool: zero padding", "max_pool2d_backward", _with(MAXP, mistake="zero-padding"), ("zero-padding",)),
     WrongRule("max pool: ceil_mode window dropped", "max_pool2d_backward", _with(MAXP, mistake="ceil-dropped"),
               ("ceil-mode-window-dropped",)),
