@@ -16,14 +16,16 @@ them to another array namespace (CuPy, ``array_api_strict``). ``repr`` prints li
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+import numbers
+from collections.abc import Iterator, Mapping
 from types import ModuleType
 from typing import Any
 
+import array_api_compat
 import numpy as np
 
 from cnnbp_ref._backend import check_float_array, namespace
-from cnnbp_ref._checks import pair, positive_int
+from cnnbp_ref._checks import check_ndim, pair, positive_int
 from cnnbp_ref.activations import (
     leaky_relu,
     leaky_relu_backward,
@@ -36,17 +38,35 @@ from cnnbp_ref.activations import (
 )
 from cnnbp_ref.conv import conv2d, conv2d_backward
 from cnnbp_ref.linear import linear, linear_backward
-from cnnbp_ref.pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
+from cnnbp_ref.normalization import (
+    batch_norm,
+    batch_norm_backward,
+    group_norm,
+    group_norm_backward,
+    layer_norm,
+    layer_norm_backward,
+)
+from cnnbp_ref.pooling import (
+    avg_pool2d,
+    avg_pool2d_backward,
+    max_pool2d,
+    max_pool2d_backward,
+)
 
 __all__ = [
     "AvgPool2d",
+    "BasicBlock",
+    "BatchNorm2d",
     "Conv2d",
     "Flatten",
+    "GroupNorm",
     "Layer",
+    "LayerNorm",
     "LeakyReLU",
     "Linear",
     "MaxPool2d",
     "ReLU",
+    "Residual",
     "Sequential",
     "Sigmoid",
     "Tanh",
@@ -83,22 +103,126 @@ class Layer:
 
     A subclass lists its parameter attributes in ``_param_names`` (e.g. ``("weight", "bias")``);
     the gradient of ``weight`` lives in ``grad_weight`` (``None`` until the first backward).
+    Buffers (state that is saved but not trained, such as batch norm's running statistics) are
+    listed in ``_buffer_names``. A container returns its sub-layers from :meth:`children`; its
+    ``params``, ``grads`` and :meth:`state_dict` then include theirs, in PyTorch's order (the
+    layer's own parameters, its own buffers, then each child's, depth first).
+
+    ``training`` is ``True`` after construction; :meth:`train` and :meth:`eval` set it on the layer
+    and every layer it contains, as ``torch.nn.Module`` does. Calling the layer, ``layer(x)``, is
+    the entry point of a forward pass (it calls :meth:`forward`); containers call their children so.
     """
 
     _param_names: tuple[str, ...] = ()
+    _buffer_names: tuple[str, ...] = ()
+    training: bool = True
 
     def __init__(self) -> None:
         self._input: Any = None
+        self.training = True
+
+    def children(self) -> list[tuple[str, Layer]]:
+        """The direct sub-layers as ``(name, layer)`` pairs, in order (none for a plain layer)."""
+        return []
 
     @property
     def params(self) -> list[Any]:
         """The parameter arrays (the objects themselves: an optimizer updates them in place)."""
-        return [getattr(self, name) for name in self._param_names]
+        own = [getattr(self, name) for name in self._param_names]
+        return own + [p for _, child in self.children() for p in child.params]
 
     @property
     def grads(self) -> list[Any]:
         """The gradients from the last :meth:`backward`, in the order of :attr:`params` (``None`` before)."""
-        return [getattr(self, f"grad_{name}") for name in self._param_names]
+        own = [getattr(self, f"grad_{name}") for name in self._param_names]
+        return own + [g for _, child in self.children() for g in child.grads]
+
+    def train(self, mode: bool = True) -> Layer:
+        """Set ``training = mode`` on this layer and every layer it contains; returns ``self``.
+
+        As ``torch.nn.Module.train``: batch norm then normalises with the batch statistics and
+        updates its running ones, dropout drops. ``mode`` must be a bool.
+        """
+        if not isinstance(mode, bool):
+            raise TypeError(f"mode must be a bool, got {mode!r}")
+        self.training = mode
+        for _, child in self.children():
+            child.train(mode)
+        return self
+
+    def eval(self) -> Layer:
+        """``train(False)``: batch norm uses its running statistics, dropout is the identity."""
+        return self.train(False)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Parameters and buffers by PyTorch's names (``"0.weight"``, ``"1.running_mean"``, ...).
+
+        The values are the arrays themselves (not copies); an integer buffer such as
+        ``num_batches_tracked`` is given as a 0-d int64 NumPy array. The keys and their order are
+        those of the matching ``torch.nn.Module.state_dict()``.
+        """
+        state: dict[str, Any] = {name: getattr(self, name) for name in self._param_names}
+        for name in self._buffer_names:
+            value = getattr(self, name)
+            state[name] = np.asarray(value, dtype=np.int64) if isinstance(value, int) else value
+        for child_name, child in self.children():
+            state.update({f"{child_name}.{key}": value for key, value in child.state_dict().items()})
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Copy ``state`` (as from :meth:`state_dict`, or ``np.load`` of a saved one) into the layer.
+
+        The keys must be exactly those of :meth:`state_dict` and every shape must match; nothing
+        is changed unless all do (``ValueError`` naming the keys or the shapes). Parameters are
+        overwritten in place (an optimizer holding them sees the new values), converted to their
+        dtype; buffers are replaced. Gradients and the cached input are cleared.
+        """
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state must be a mapping of names to arrays, got {type(state).__name__}")
+        targets = self._state_targets()
+        missing = [key for key in targets if key not in state]
+        unexpected = [key for key in state if key not in targets]
+        problems = [f"missing {', '.join(missing)}"] if missing else []
+        if unexpected:
+            problems.append(f"unexpected {', '.join(map(str, unexpected))}")
+        if problems:
+            raise ValueError(f"state does not fit the model: {'; '.join(problems)}")
+        for key, (layer, name) in targets.items():
+            current, value = getattr(layer, name), state[key]
+            kind = getattr(getattr(value, "dtype", None), "kind", "f")  # NumPy's; other arrays: as float
+            if kind not in ("iu" if isinstance(current, int) else "iuf"):
+                wanted = "an integer" if isinstance(current, int) else "a real"
+                raise TypeError(f"state[{key!r}] must be {wanted} array, got dtype {value.dtype}")
+            shape = tuple(getattr(value, "shape", ()))
+            expected = () if isinstance(current, int) else tuple(current.shape)
+            if shape != expected:
+                raise ValueError(f"state[{key!r}] has shape {shape}, the model expects {expected}")
+        for key, (layer, name) in targets.items():
+            current, value = getattr(layer, name), state[key]
+            if isinstance(current, int):
+                setattr(layer, name, int(value))
+                continue
+            xp = namespace(**{key: current})
+            converted = xp.asarray(value, dtype=current.dtype, device=array_api_compat.device(current))
+            if name in layer._param_names:
+                current[...] = converted
+            else:
+                setattr(layer, name, converted)
+        for layer in {id(layer): layer for layer, _ in targets.values()}.values():
+            layer._clear()
+
+    def _state_targets(self) -> dict[str, tuple[Layer, str]]:
+        """``state_dict`` key -> (the layer holding it, its attribute name)."""
+        targets = {name: (self, name) for name in (*self._param_names, *self._buffer_names)}
+        for child_name, child in self.children():
+            targets.update({f"{child_name}.{k}": v for k, v in child._state_targets().items()})
+        return targets
+
+    def _clear(self) -> None:
+        """Forget the gradients and the cached input (after the parameters changed under them)."""
+        for name in self._param_names:
+            setattr(self, f"grad_{name}", None)
+        self._input = None
 
     def forward(self, x: Any) -> Any:
         raise NotImplementedError
@@ -106,18 +230,21 @@ class Layer:
     def backward(self, grad_out: Any) -> Any:
         raise NotImplementedError
 
-    def __call__(self, x: Any) -> Any:
-        return self.forward(x)
+    def __call__(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.forward(x, *args, **kwargs)
 
     def to(self, xp: ModuleType) -> Layer:
-        """Convert the parameters with ``xp.asarray`` (NumPy -> CuPy, say); clears gradients and cache.
+        """Convert parameters and buffers with ``xp.asarray`` (NumPy -> CuPy, say); clears gradients and cache.
 
         Create the optimizer after calling this: it holds the parameter objects.
         """
-        for name in self._param_names:
-            setattr(self, name, xp.asarray(getattr(self, name)))
-            setattr(self, f"grad_{name}", None)
-        self._input = None
+        for name in (*self._param_names, *self._buffer_names):
+            value = getattr(self, name)
+            if not isinstance(value, int):
+                setattr(self, name, xp.asarray(value))
+        self._clear()
+        for _, child in self.children():
+            child.to(xp)
         return self
 
     def _saved_input(self) -> Any:
@@ -133,7 +260,14 @@ class Layer:
         return ""
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.extra_repr()})"
+        """``Name(extra)``, or for a container PyTorch's indented ``(name): child`` lines."""
+        children = self.children()
+        if not children:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [self.extra_repr()] if self.extra_repr() else []
+        for name, child in children:
+            lines.append(f"({name}): " + repr(child).replace("\n", "\n  "))  # nested: indent its lines
+        return f"{type(self).__name__}(\n  " + "\n  ".join(lines) + "\n)"
 
 
 class Conv2d(Layer):
@@ -458,6 +592,286 @@ class Flatten(Layer):
         return "start_dim=1, end_dim=-1"
 
 
+def _real(name: str, value: Any, *, low: float, high: float | None = None, low_open: bool = False) -> float:
+    """``value`` as a float, checked to lie in ``[low, high]`` (``(low, ...`` with ``low_open``)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    above = value > low if low_open else value >= low
+    if not (above and (high is None or value <= high)):  # also rejects NaN
+        interval = ("(" if low_open else "[") + f"{low}, " + (f"{high}]" if high is not None else "inf)")
+        raise ValueError(f"{name} must be in {interval}, got {value}")
+    return value
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return value
+
+
+def _check_channels(x: Any, expected: int, what: str) -> None:
+    """``x: (N, C, ...)`` must have ``C == expected`` (``what`` names the layer's argument)."""
+    if x.ndim < 2 or x.shape[1] != expected:
+        raise ValueError(
+            f"x must have {what}={expected} channels (N, {expected}, ...), got shape {tuple(x.shape)}"
+        )
+
+
+class BatchNorm2d(Layer):
+    """Batch normalisation over ``(N, H, W)`` per channel, as ``torch.nn.BatchNorm2d``.
+
+    ``forward`` maps ``x: (N, num_features, H, W)`` to the same shape with
+    :func:`cnnbp_ref.normalization.batch_norm`. In training mode (or without running statistics)
+    it normalises with the batch mean and biased variance, and, with ``track_running_stats``,
+    updates the buffers ``running_mean``, ``running_var`` (from the unbiased variance) and
+    ``num_batches_tracked``: ``running = (1 - momentum) * running + momentum * batch``, or with
+    ``momentum=None`` the cumulative average ``momentum = 1 / num_batches_tracked``. In eval mode it
+    normalises with the running statistics, and the backward is elementwise.
+
+    Parameters ``weight`` (ones) and ``bias`` (zeros), both ``(num_features,)``, when ``affine``
+    (``bias=False`` drops the bias only); buffers start at ``running_mean = 0``, ``running_var = 1``.
+
+    Parameters
+    ----------
+    num_features : int
+        ``C``, the number of channels.
+    eps : float
+        Added to the variance, ``> 0``.
+    momentum : float in [0, 1] or None
+    affine, track_running_stats, bias : bool
+    dtype : float32 or float64
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        *,
+        bias: bool = True,
+        dtype: Any = np.float32,
+    ) -> None:
+        super().__init__()
+        self.num_features = positive_int("num_features", num_features)
+        _real("eps", eps, low=0.0)
+        self.eps = eps  # as given, so that repr prints it as PyTorch does
+        if momentum is not None:
+            _real("momentum", momentum, low=0.0, high=1.0)
+        self.momentum = momentum
+        self.affine = _flag("affine", affine)
+        self.track_running_stats = _flag("track_running_stats", track_running_stats)
+        _flag("bias", bias)
+        dtype = _float_dtype(dtype)
+        self.weight = np.ones(num_features, dtype=dtype) if affine else None
+        self.bias = np.zeros(num_features, dtype=dtype) if affine and bias else None
+        self._param_names = tuple(n for n in ("weight", "bias") if getattr(self, n) is not None)
+        self.grad_weight: Any = None
+        self.grad_bias: Any = None
+        if track_running_stats:
+            self.running_mean: Any = np.zeros(num_features, dtype=dtype)
+            self.running_var: Any = np.ones(num_features, dtype=dtype)
+            self.num_batches_tracked = 0
+            self._buffer_names = ("running_mean", "running_var", "num_batches_tracked")
+        else:
+            self.running_mean = self.running_var = None
+        self._statistics: tuple[bool, Any, Any] = (True, None, None)
+
+    def forward(self, x: Any) -> Any:
+        """``x: (N, num_features, H, W)`` -> ``(N, num_features, H, W)``."""
+        xp = namespace(x=x)
+        check_float_array(xp, "x", x)
+        check_ndim("x", x, 4, "(N, C, H, W)")
+        _check_channels(x, self.num_features, "num_features")
+        batch_statistics = self.training or self.running_mean is None
+        running = (
+            (self.running_mean, self.running_var)
+            if not self.training or self.track_running_stats
+            else (None, None)
+        )
+        out, running_mean, running_var = batch_norm(
+            x,
+            *running,
+            self.weight,
+            self.bias,
+            training=batch_statistics,
+            momentum=self.momentum,
+            eps=self.eps,
+            num_batches_tracked=self.num_batches_tracked if self.track_running_stats else 0,
+        )
+        if self.training and self.track_running_stats:
+            self.running_mean, self.running_var = running_mean, running_var
+            self.num_batches_tracked += 1
+        self._statistics = (batch_statistics, *running)
+        self._input = x
+        return out
+
+    def backward(self, grad_out: Any) -> Any:
+        """``grad_out: (N, num_features, H, W)`` -> ``grad_x``; fills ``grad_weight``, ``grad_bias``."""
+        x = self._saved_input()
+        batch_statistics, running_mean, running_var = self._statistics
+        grad_x, grad_weight, grad_bias = batch_norm_backward(
+            grad_out,
+            x,
+            None if batch_statistics else running_mean,
+            None if batch_statistics else running_var,
+            self.weight,
+            training=batch_statistics,
+            eps=self.eps,
+        )
+        self.grad_weight = grad_weight if self.weight is not None else None
+        self.grad_bias = grad_bias if self.bias is not None else None
+        return grad_x
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+            f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}"
+        )
+
+
+class GroupNorm(Layer):
+    """Group normalisation, as ``torch.nn.GroupNorm``: each sample's channels in ``num_groups`` groups.
+
+    ``forward`` maps ``x: (N, num_channels, *)`` to the same shape with
+    :func:`cnnbp_ref.normalization.group_norm`: every group of ``num_channels / num_groups``
+    channels of one sample is normalised by its own mean and biased variance, then scaled and
+    shifted per channel. The same in training and eval mode. ``num_groups = num_channels`` is
+    instance normalisation, ``num_groups = 1`` normalises each sample over all its values.
+
+    Parameters ``weight`` (ones) and ``bias`` (zeros), both ``(num_channels,)``, when ``affine``.
+
+    Parameters
+    ----------
+    num_groups : int, dividing ``num_channels``
+    num_channels : int
+    eps : float, ``> 0``
+    affine, bias : bool
+    dtype : float32 or float64
+    """
+
+    def __init__(
+        self,
+        num_groups: int,
+        num_channels: int,
+        eps: float = 1e-5,
+        affine: bool = True,
+        *,
+        bias: bool = True,
+        dtype: Any = np.float32,
+    ) -> None:
+        super().__init__()
+        self.num_groups = positive_int("num_groups", num_groups)
+        self.num_channels = positive_int("num_channels", num_channels)
+        if num_channels % num_groups:
+            raise ValueError(
+                f"num_groups must divide num_channels, got num_groups={num_groups}, num_channels={num_channels}"
+            )
+        _real("eps", eps, low=0.0)
+        self.eps = eps  # as given, so that repr prints it as PyTorch does
+        self.affine = _flag("affine", affine)
+        _flag("bias", bias)
+        dtype = _float_dtype(dtype)
+        self.weight = np.ones(num_channels, dtype=dtype) if affine else None
+        self.bias = np.zeros(num_channels, dtype=dtype) if affine and bias else None
+        self._param_names = tuple(n for n in ("weight", "bias") if getattr(self, n) is not None)
+        self.grad_weight: Any = None
+        self.grad_bias: Any = None
+
+    def forward(self, x: Any) -> Any:
+        """``x: (N, num_channels, *)`` -> the same shape."""
+        xp = namespace(x=x)
+        check_float_array(xp, "x", x)
+        _check_channels(x, self.num_channels, "num_channels")
+        out = group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+        self._input = x
+        return out
+
+    def backward(self, grad_out: Any) -> Any:
+        """``grad_out: (N, num_channels, *)`` -> ``grad_x``; fills ``grad_weight``, ``grad_bias``."""
+        grad_x, grad_weight, grad_bias = group_norm_backward(
+            grad_out, self._saved_input(), self.num_groups, self.weight, self.eps
+        )
+        self.grad_weight = grad_weight if self.weight is not None else None
+        self.grad_bias = grad_bias if self.bias is not None else None
+        return grad_x
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, "
+            f"bias={self.bias is not None}"
+        )
+
+
+class LayerNorm(Layer):
+    """Layer normalisation over the trailing ``normalized_shape`` axes, as ``torch.nn.LayerNorm``.
+
+    ``forward`` maps ``x: (*, *normalized_shape)`` to the same shape with
+    :func:`cnnbp_ref.normalization.layer_norm`: each sample's last ``len(normalized_shape)`` axes
+    are normalised by their mean and biased variance, then scaled and shifted elementwise.
+
+    Parameters ``weight`` (ones) and ``bias`` (zeros), both ``normalized_shape``, when
+    ``elementwise_affine`` (``bias=False`` drops the bias only).
+
+    Parameters
+    ----------
+    normalized_shape : int or tuple of ints
+    eps : float, ``> 0``
+    elementwise_affine, bias : bool
+    dtype : float32 or float64
+    """
+
+    def __init__(
+        self,
+        normalized_shape: int | tuple[int, ...],
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+        *,
+        dtype: Any = np.float32,
+    ) -> None:
+        super().__init__()
+        shape = (normalized_shape,) if isinstance(normalized_shape, numbers.Integral) else normalized_shape
+        if not isinstance(shape, (tuple, list)) or not shape:
+            raise TypeError(
+                f"normalized_shape must be an int or a non-empty tuple of ints, got {normalized_shape!r}"
+            )
+        self.normalized_shape = tuple(positive_int("normalized_shape", size) for size in shape)
+        _real("eps", eps, low=0.0)
+        self.eps = eps  # as given, so that repr prints it as PyTorch does
+        self.elementwise_affine = _flag("elementwise_affine", elementwise_affine)
+        _flag("bias", bias)
+        dtype = _float_dtype(dtype)
+        self.weight = np.ones(self.normalized_shape, dtype=dtype) if elementwise_affine else None
+        self.bias = np.zeros(self.normalized_shape, dtype=dtype) if elementwise_affine and bias else None
+        self._param_names = tuple(n for n in ("weight", "bias") if getattr(self, n) is not None)
+        self.grad_weight: Any = None
+        self.grad_bias: Any = None
+
+    def forward(self, x: Any) -> Any:
+        """``x: (*, *normalized_shape)`` -> the same shape."""
+        out = layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        self._input = x
+        return out
+
+    def backward(self, grad_out: Any) -> Any:
+        """``grad_out: (*, *normalized_shape)`` -> ``grad_x``; fills ``grad_weight``, ``grad_bias``."""
+        grad_x, grad_weight, grad_bias = layer_norm_backward(
+            grad_out, self._saved_input(), self.normalized_shape, self.weight, self.eps
+        )
+        self.grad_weight = grad_weight if self.weight is not None else None
+        self.grad_bias = grad_bias if self.bias is not None else None
+        return grad_x
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, "
+            f"bias={self.bias is not None}"
+        )
+
+
 class Sequential(Layer):
     """Layers applied in order, as ``torch.nn.Sequential``.
 
@@ -473,28 +887,18 @@ class Sequential(Layer):
                 raise TypeError(f"layers[{index}] must be a Layer, got {type(layer).__name__}")
         self.layers = list(layers)
 
-    @property
-    def params(self) -> list[Any]:
-        return [p for layer in self.layers for p in layer.params]
-
-    @property
-    def grads(self) -> list[Any]:
-        return [g for layer in self.layers for g in layer.grads]
+    def children(self) -> list[tuple[str, Layer]]:
+        return [(str(index), layer) for index, layer in enumerate(self.layers)]
 
     def forward(self, x: Any) -> Any:
         for layer in self.layers:
-            x = layer.forward(x)
+            x = layer(x)
         return x
 
     def backward(self, grad_out: Any) -> Any:
         for layer in reversed(self.layers):
             grad_out = layer.backward(grad_out)
         return grad_out
-
-    def to(self, xp: ModuleType) -> Sequential:
-        for layer in self.layers:
-            layer.to(xp)
-        return self
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -507,11 +911,92 @@ class Sequential(Layer):
             return Sequential(*self.layers[index])
         return self.layers[index]
 
-    def __repr__(self) -> str:
-        if not self.layers:
-            return "Sequential()"
-        lines = []
-        for index, layer in enumerate(self.layers):
-            child = repr(layer).replace("\n", "\n  ")  # nested Sequential: indent its lines
-            lines.append(f"  ({index}): {child}")
-        return "Sequential(\n" + "\n".join(lines) + "\n)"
+
+class Residual(Layer):
+    """A skip connection: ``body(x) + shortcut(x)``, the shortcut the identity when it is ``None``.
+
+    ``x`` fans out to both branches, so ``backward`` sends ``grad_out`` down each and returns the
+    sum of the two input gradients, ``dL/dx = body.backward(g) + shortcut.backward(g)`` (``+ g``
+    for the identity). Both branches must map ``x`` to the same shape; a shortcut such as
+    ``Sequential(Conv2d(C_in, C_out, 1, stride=2, bias=False), BatchNorm2d(C_out))`` fits a body
+    that changes the channels or the size. ``repr`` prints like a ``torch.nn.Module`` with the
+    attributes ``body`` and ``shortcut`` (no ``(shortcut)`` line for the identity).
+    """
+
+    def __init__(self, body: Layer, shortcut: Layer | None = None) -> None:
+        super().__init__()
+        if not isinstance(body, Layer):
+            raise TypeError(f"body must be a Layer, got {type(body).__name__}")
+        if shortcut is not None and not isinstance(shortcut, Layer):
+            raise TypeError(f"shortcut must be a Layer or None (the identity), got {type(shortcut).__name__}")
+        self.body = body
+        self.shortcut = shortcut
+
+    def children(self) -> list[tuple[str, Layer]]:
+        pairs = [("body", self.body)]
+        return pairs + ([("shortcut", self.shortcut)] if self.shortcut is not None else [])
+
+    def forward(self, x: Any) -> Any:
+        """``x`` -> ``body(x) + shortcut(x)``; both must have one shape."""
+        body_out = self.body(x)
+        skip = x if self.shortcut is None else self.shortcut(x)
+        if tuple(body_out.shape) != tuple(skip.shape):
+            what = "x" if self.shortcut is None else "shortcut(x)"
+            raise ValueError(
+                f"Residual: body(x) has shape {tuple(body_out.shape)} but {what} has shape "
+                f"{tuple(skip.shape)}; give a shortcut that maps x to the body's output shape"
+            )
+        self._input = x
+        return body_out + skip
+
+    def backward(self, grad_out: Any) -> Any:
+        """``grad_out`` (the output's shape) -> ``dL/dx``, the sum over both branches (the fan-out)."""
+        self._saved_input()
+        grad_body = self.body.backward(grad_out)
+        grad_skip = grad_out if self.shortcut is None else self.shortcut.backward(grad_out)
+        return grad_body + grad_skip
+
+
+class BasicBlock(Sequential):
+    """ResNet's basic block (He et al. 2016): ``relu(bn(conv(relu(bn(conv(x))))) + shortcut(x))``.
+
+    ``Sequential(Residual(body, shortcut), ReLU())`` with the body
+    ``conv3x3(in_channels -> out_channels, stride) -> BatchNorm2d -> ReLU -> conv3x3(stride 1) ->
+    BatchNorm2d`` (convolutions without bias, padding 1) and, when the stride is not 1 or the
+    channels change, the projection shortcut ``conv1x1(stride) -> BatchNorm2d``; else the identity.
+    ``x: (N, in_channels, H, W)`` -> ``(N, out_channels, ceil(H / stride), ceil(W / stride))``.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    stride : int
+    rng : None, int seed or ``numpy.random.Generator`` drawing the initial weights
+    dtype : float32 or float64
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        *,
+        rng: Any = None,
+        dtype: Any = np.float32,
+    ) -> None:
+        generator = _generator(rng)
+        positive_int("stride", stride)
+        body = Sequential(
+            Conv2d(in_channels, out_channels, 3, stride, padding=1, bias=False, rng=generator, dtype=dtype),
+            BatchNorm2d(out_channels, dtype=dtype),
+            ReLU(),
+            Conv2d(out_channels, out_channels, 3, padding=1, bias=False, rng=generator, dtype=dtype),
+            BatchNorm2d(out_channels, dtype=dtype),
+        )
+        shortcut = None
+        if stride != 1 or in_channels != out_channels:
+            shortcut = Sequential(
+                Conv2d(in_channels, out_channels, 1, stride, bias=False, rng=generator, dtype=dtype),
+                BatchNorm2d(out_channels, dtype=dtype),
+            )
+        super().__init__(Residual(body, shortcut), ReLU())
+        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
