@@ -56,6 +56,27 @@ def test_citation_names_the_package_version() -> None:
     assert citation["repository-code"] == "https://github.com/cnnbp/cnnbp-book"
 
 
+@pytest.mark.parametrize("venv_name", ["venv", "env", ".venv", ".venv-3.13", "my-env"])
+def test_book_build_reads_no_virtualenv(venv_name: str, tmp_path: Path) -> None:
+    """Sphinx's file discovery, with _config.yml's exclude_patterns, skips a virtualenv in the clone.
+
+    A package's Markdown under a hidden folder (``mathjax/.github/*.md`` in site-packages) escapes
+    ``only_build_toc_files`` and fails the strict build unless it is excluded by pattern.
+    """
+    yaml = pytest.importorskip("yaml", reason="reading _config.yml needs PyYAML")
+    matching = pytest.importorskip("sphinx.util.matching")
+    patterns = yaml.safe_load((ROOT / "_config.yml").read_text())["exclude_patterns"]
+    site = tmp_path / venv_name / "lib" / "python3.11" / "site-packages"
+    stray = [site / "mathjax" / ".github" / "bug_report.md", site / "somepkg" / "README.md"]
+    chapter = tmp_path / "book" / "01_chain_rule.ipynb"
+    for path in [*stray, chapter]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("# a page\n")
+    found = set(matching.get_matching_files(tmp_path, ["**"], patterns))
+    assert "book/01_chain_rule.ipynb" in found
+    assert not {name for name in found if name.startswith(f"{venv_name}/")}, sorted(found)
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     """``python -m build`` (sdist, then the wheel from the sdist) of a copy of the sources."""
