@@ -71,6 +71,9 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "DEFAULT_MAX_EXAMPLES",
+    "DEFAULT_TOLERANCES",
+    "SHRINK_BUDGET",
     "Call",
     "Failure",
     "Hint",
@@ -87,6 +90,7 @@ __all__ = [
 #: ``|expected|`` (or ``|grad_out|``, whichever is larger) of the output.
 DEFAULT_TOLERANCES = {"float64": 1e-9, "float32": 1e-4}
 DTYPES = ("float64", "float32")
+#: how many random configurations :func:`check_rule` tries by default (``max_examples``)
 DEFAULT_MAX_EXAMPLES = 60
 #: at most this many calls of the learner's function while shrinking a failing configuration
 SHRINK_BUDGET = 100
