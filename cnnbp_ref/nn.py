@@ -36,6 +36,12 @@ from cnnbp_ref.activations import (
     tanh,
     tanh_backward,
 )
+from cnnbp_ref.adaptive_pool import (
+    adaptive_avg_pool2d,
+    adaptive_avg_pool2d_backward,
+    max_unpool2d,
+    max_unpool2d_backward,
+)
 from cnnbp_ref.conv import conv2d, conv2d_backward
 from cnnbp_ref.linear import linear, linear_backward
 from cnnbp_ref.normalization import (
@@ -46,14 +52,10 @@ from cnnbp_ref.normalization import (
     layer_norm,
     layer_norm_backward,
 )
-from cnnbp_ref.pooling import (
-    avg_pool2d,
-    avg_pool2d_backward,
-    max_pool2d,
-    max_pool2d_backward,
-)
+from cnnbp_ref.pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 
 __all__ = [
+    "AdaptiveAvgPool2d",
     "AvgPool2d",
     "BasicBlock",
     "BatchNorm2d",
@@ -65,6 +67,7 @@ __all__ = [
     "LeakyReLU",
     "Linear",
     "MaxPool2d",
+    "MaxUnpool2d",
     "ReLU",
     "Residual",
     "Sequential",
@@ -637,7 +640,7 @@ class BatchNorm2d(Layer):
     num_features : int
         ``C``, the number of channels.
     eps : float
-        Added to the variance, ``> 0``.
+        Added to the variance, ``>= 0``.
     momentum : float in [0, 1] or None
     affine, track_running_stats, bias : bool
     dtype : float32 or float64
@@ -747,7 +750,7 @@ class GroupNorm(Layer):
     ----------
     num_groups : int, dividing ``num_channels``
     num_channels : int
-    eps : float, ``> 0``
+    eps : float, ``>= 0``, added to the variance
     affine, bias : bool
     dtype : float32 or float64
     """
@@ -818,7 +821,7 @@ class LayerNorm(Layer):
     Parameters
     ----------
     normalized_shape : int or tuple of ints
-    eps : float, ``> 0``
+    eps : float, ``>= 0``, added to the variance
     elementwise_affine, bias : bool
     dtype : float32 or float64
     """
@@ -870,6 +873,91 @@ class LayerNorm(Layer):
             f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, "
             f"bias={self.bias is not None}"
         )
+
+
+class AdaptiveAvgPool2d(Layer):
+    """Adaptive average pooling to a fixed output size, as ``torch.nn.AdaptiveAvgPool2d``.
+
+    ``forward`` maps ``x: (N, C, H, W)`` to ``(N, C, OH, OW)`` with
+    :func:`cnnbp_ref.adaptive_pool.adaptive_avg_pool2d`: output row ``i`` averages input rows
+    ``floor(i * H / OH)`` to ``ceil((i + 1) * H / OH) - 1``, and the same for columns.
+    ``output_size=1`` is global average pooling.
+
+    Parameters
+    ----------
+    output_size : int or pair ``(OH, OW)``, an entry ``None`` keeping that input size; kept as
+        given, which is what ``repr`` shows
+    """
+
+    def __init__(self, output_size: Any) -> None:
+        super().__init__()
+        if isinstance(output_size, (tuple, list)) and len(output_size) == 2:
+            for size in output_size:
+                if size is not None:
+                    positive_int("output_size", size)
+        else:
+            pair("output_size", output_size, minimum=1)
+        self.output_size = output_size
+
+    def forward(self, x: Any) -> Any:
+        """``x: (N, C, H, W)`` -> ``(N, C, OH, OW)``."""
+        out = adaptive_avg_pool2d(x, self.output_size)
+        self._input = x
+        return out
+
+    def backward(self, grad_out: Any) -> Any:
+        """``grad_out: (N, C, OH, OW)`` -> ``grad_x: (N, C, H, W)``."""
+        return adaptive_avg_pool2d_backward(grad_out, self._saved_input(), self.output_size)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"
+
+
+class MaxUnpool2d(Layer):
+    """The partial inverse of max pooling, as ``torch.nn.MaxUnpool2d``: winners back in place, zeros elsewhere.
+
+    ``forward(x, indices, output_size=None)`` takes the pooled ``x: (N, C, H, W)`` and the
+    ``indices: (N, C, H, W)`` of :func:`cnnbp_ref.pooling.max_pool2d_argmax` (flat ``h * W_out + w``)
+    and returns ``(N, C, H_out, W_out)`` with ``H_out = (H - 1) * stride - 2 * padding + kernel``
+    unless ``output_size`` says otherwise (:func:`cnnbp_ref.adaptive_pool.max_unpool2d`).
+    Two inputs: it does not go in a :class:`Sequential`; ``backward`` returns ``grad_x`` only
+    (the indices are integers).
+
+    Parameters
+    ----------
+    kernel_size : int or pair
+    stride : int or pair, default ``kernel_size``
+    padding : int or pair
+    """
+
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0) -> None:
+        super().__init__()
+        self.kernel_size = pair("kernel_size", kernel_size, minimum=1)
+        self.stride = pair("stride", kernel_size if stride is None else stride, minimum=1)
+        self.padding = pair("padding", padding, minimum=0)
+        self._indices: Any = None
+        self._output_size: Any = None
+
+    def forward(self, x: Any, indices: Any, output_size: Any = None) -> Any:
+        """``x, indices: (N, C, H, W)`` -> ``(N, C, H_out, W_out)``."""
+        out = max_unpool2d(x, indices, self.kernel_size, self.stride, self.padding, output_size)
+        self._input, self._indices, self._output_size = x, indices, output_size
+        return out
+
+    def backward(self, grad_out: Any) -> Any:
+        """``grad_out: (N, C, H_out, W_out)`` -> ``grad_x: (N, C, H, W)``: the entries at the indices."""
+        return max_unpool2d_backward(
+            grad_out,
+            self._saved_input(),
+            self._indices,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self._output_size,
+        )
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
 class Sequential(Layer):

@@ -10,6 +10,7 @@ from helpers import to_numpy
 
 from cnnbp_ref.gradcheck import check_gradient
 from cnnbp_ref.nn import (
+    AdaptiveAvgPool2d,
     AvgPool2d,
     BasicBlock,
     BatchNorm2d,
@@ -20,6 +21,7 @@ from cnnbp_ref.nn import (
     LeakyReLU,
     Linear,
     MaxPool2d,
+    MaxUnpool2d,
     ReLU,
     Residual,
     Sequential,
@@ -27,17 +29,13 @@ from cnnbp_ref.nn import (
     Tanh,
 )
 from cnnbp_ref.optim import SGD
+from cnnbp_ref.pooling import max_pool2d, max_pool2d_argmax
 
 F64 = np.float64
 
 # (id, our layer, the same torch.nn layer given the torch module, input shape)
 LAYERS = [
-    (
-        "conv",
-        lambda: Conv2d(3, 4, 3, rng=0, dtype=F64),
-        lambda t: t.nn.Conv2d(3, 4, 3),
-        (2, 3, 6, 6),
-    ),
+    ("conv", lambda: Conv2d(3, 4, 3, rng=0, dtype=F64), lambda t: t.nn.Conv2d(3, 4, 3), (2, 3, 6, 6)),
     (
         "conv-padded-strided",
         lambda: Conv2d(2, 3, (3, 2), stride=(2, 1), padding=(1, 2), rng=1, dtype=F64),
@@ -62,12 +60,7 @@ LAYERS = [
         lambda t: t.nn.Conv2d(2, 2, 3, padding="valid"),
         (1, 2, 5, 5),
     ),
-    (
-        "linear",
-        lambda: Linear(5, 3, rng=4, dtype=F64),
-        lambda t: t.nn.Linear(5, 3),
-        (4, 5),
-    ),
+    ("linear", lambda: Linear(5, 3, rng=4, dtype=F64), lambda t: t.nn.Linear(5, 3), (4, 5)),
     (
         "linear-batch-axes-nobias",
         lambda: Linear(5, 3, bias=False, rng=5, dtype=F64),
@@ -159,9 +152,7 @@ def run_against_torch(torch, ours, theirs, x_shape, seed=0):
 @pytest.mark.torch
 @pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning")
 @pytest.mark.parametrize(
-    ("make", "make_torch", "x_shape"),
-    [row[1:] for row in LAYERS],
-    ids=[row[0] for row in LAYERS],
+    ("make", "make_torch", "x_shape"), [row[1:] for row in LAYERS], ids=[row[0] for row in LAYERS]
 )
 def test_layer_matches_torch(torch, make, make_torch, x_shape):
     layer, torch_layer = make(), make_torch(torch)
@@ -301,10 +292,7 @@ def test_init_is_torch_default_and_reproducible(make, fan_in, weight_shape):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, "float64"])
 def test_dtype(dtype):
     model = Sequential(
-        Conv2d(2, 3, 3, rng=0, dtype=dtype),
-        ReLU(),
-        Flatten(),
-        Linear(12, 2, rng=0, dtype=dtype),
+        Conv2d(2, 3, 3, rng=0, dtype=dtype), ReLU(), Flatten(), Linear(12, 2, rng=0, dtype=dtype)
     )
     assert all(p.dtype == np.dtype(dtype) for p in model.params)
     x = np.random.default_rng(0).standard_normal((2, 2, 4, 4)).astype(dtype)
@@ -349,8 +337,7 @@ def test_runs_on_every_namespace(xp):
 def test_backward_before_forward(layer):
     name = type(layer).__name__
     with pytest.raises(
-        RuntimeError,
-        match=rf"{name}\.backward called before forward: call forward\(x\) first",
+        RuntimeError, match=rf"{name}\.backward called before forward: call forward\(x\) first"
     ):
         layer.backward(np.ones((1, 1, 1, 1), dtype=np.float32))
 
@@ -368,73 +355,33 @@ BAD_ARGUMENTS = [
         ValueError,
         r"groups must divide in_channels and out_channels, got groups=2, in_channels=3",
     ),
-    (
-        lambda: Conv2d(3, 4, (3, 0)),
-        ValueError,
-        r"kernel_size must be positive, got \(3, 0\)",
-    ),
-    (
-        lambda: Conv2d(3, 4, 3, stride=0),
-        ValueError,
-        r"stride must be positive, got \(0, 0\)",
-    ),
-    (
-        lambda: Conv2d(3, 4, 3, padding=-1),
-        ValueError,
-        r"padding must be non-negative, got \(-1, -1\)",
-    ),
+    (lambda: Conv2d(3, 4, (3, 0)), ValueError, r"kernel_size must be positive, got \(3, 0\)"),
+    (lambda: Conv2d(3, 4, 3, stride=0), ValueError, r"stride must be positive, got \(0, 0\)"),
+    (lambda: Conv2d(3, 4, 3, padding=-1), ValueError, r"padding must be non-negative, got \(-1, -1\)"),
     (
         lambda: Conv2d(3, 4, 3, padding="full"),
         ValueError,
         r"padding must be an int, a pair, 'valid' or 'same', got 'full'",
     ),
-    (
-        lambda: Conv2d(3, 4, 3, padding=1.5),
-        TypeError,
-        r"padding must be an int or a pair of ints, got 1.5",
-    ),
+    (lambda: Conv2d(3, 4, 3, padding=1.5), TypeError, r"padding must be an int or a pair of ints, got 1.5"),
     (
         lambda: Conv2d(3, 4, 3, stride=2, padding="same"),
         ValueError,
         r"padding='same' requires stride 1, got stride=\(2, 2\)",
     ),
-    (
-        lambda: Conv2d(3, 4, 3, dtype=np.int32),
-        TypeError,
-        r"dtype must be float32 or float64, got int32",
-    ),
+    (lambda: Conv2d(3, 4, 3, dtype=np.int32), TypeError, r"dtype must be float32 or float64, got int32"),
     (
         lambda: Conv2d(3, 4, 3, rng=0.5),
         TypeError,
         r"rng must be None, an int seed or a numpy.random.Generator, got 0.5",
     ),
     (lambda: Linear(3, 0), ValueError, r"out_features must be positive, got 0"),
-    (
-        lambda: Linear(3, 2, dtype="float16"),
-        TypeError,
-        r"dtype must be float32 or float64, got float16",
-    ),
-    (
-        lambda: Linear(3, 2, dtype="real"),
-        TypeError,
-        r"dtype must be float32 or float64, got 'real'",
-    ),
+    (lambda: Linear(3, 2, dtype="float16"), TypeError, r"dtype must be float32 or float64, got float16"),
+    (lambda: Linear(3, 2, dtype="real"), TypeError, r"dtype must be float32 or float64, got 'real'"),
     (lambda: MaxPool2d(0), ValueError, r"kernel_size must be positive, got \(0, 0\)"),
-    (
-        lambda: MaxPool2d(2, stride=(1, 0)),
-        ValueError,
-        r"stride must be positive, got \(1, 0\)",
-    ),
-    (
-        lambda: AvgPool2d(2, padding=-1),
-        ValueError,
-        r"padding must be non-negative, got \(-1, -1\)",
-    ),
-    (
-        lambda: Sequential(ReLU(), "flatten"),
-        TypeError,
-        r"layers\[1\] must be a Layer, got str",
-    ),
+    (lambda: MaxPool2d(2, stride=(1, 0)), ValueError, r"stride must be positive, got \(1, 0\)"),
+    (lambda: AvgPool2d(2, padding=-1), ValueError, r"padding must be non-negative, got \(-1, -1\)"),
+    (lambda: Sequential(ReLU(), "flatten"), TypeError, r"layers\[1\] must be a Layer, got str"),
 ]
 
 
@@ -460,16 +407,8 @@ BAD_INPUTS = [
         ValueError,
         r"grad_out must have shape \(2, 12\), got \(2, 11\)",
     ),
-    (
-        lambda: Conv2d(3, 4, 3, rng=0).forward(np.ones((1, 2, 5, 5), dtype=np.float32)),
-        ValueError,
-        r"x",
-    ),
-    (
-        lambda: Linear(3, 2, rng=0).forward(np.ones((1, 4), dtype=np.float32)),
-        ValueError,
-        r"x",
-    ),
+    (lambda: Conv2d(3, 4, 3, rng=0).forward(np.ones((1, 2, 5, 5), dtype=np.float32)), ValueError, r"x"),
+    (lambda: Linear(3, 2, rng=0).forward(np.ones((1, 4), dtype=np.float32)), ValueError, r"x"),
 ]
 
 
@@ -513,8 +452,7 @@ def torch_residual_classes(torch):
             shortcut = None
             if stride != 1 or in_channels != out_channels:
                 shortcut = nn.Sequential(
-                    nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                    nn.BatchNorm2d(out_channels),
+                    nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels)
                 )
             super().__init__(Residual(body, shortcut), nn.ReLU())
 
@@ -571,12 +509,7 @@ def run_modes_against_torch(torch, ours, theirs, x_shape, train_steps=3, seed=0,
 # (id, our layer, the same torch.nn layer given the torch module, input shape). Every row runs three
 # training steps and one eval step next to torch; the initial state must already be torch's.
 MODERN_LAYERS = [
-    (
-        "batchnorm",
-        lambda: BatchNorm2d(3, dtype=F64),
-        lambda t: t.nn.BatchNorm2d(3),
-        (4, 3, 5, 5),
-    ),
+    ("batchnorm", lambda: BatchNorm2d(3, dtype=F64), lambda t: t.nn.BatchNorm2d(3), (4, 3, 5, 5)),
     (
         "batchnorm-momentum-none",
         lambda: BatchNorm2d(3, momentum=None, dtype=F64),
@@ -613,18 +546,8 @@ MODERN_LAYERS = [
         lambda t: t.nn.BatchNorm2d(4),
         (3, 4, 1, 1),
     ),
-    (
-        "groupnorm",
-        lambda: GroupNorm(2, 6, dtype=F64),
-        lambda t: t.nn.GroupNorm(2, 6),
-        (2, 6, 3, 4),
-    ),
-    (
-        "groupnorm-instance",
-        lambda: GroupNorm(4, 4, dtype=F64),
-        lambda t: t.nn.GroupNorm(4, 4),
-        (2, 4, 3, 3),
-    ),
+    ("groupnorm", lambda: GroupNorm(2, 6, dtype=F64), lambda t: t.nn.GroupNorm(2, 6), (2, 6, 3, 4)),
+    ("groupnorm-instance", lambda: GroupNorm(4, 4, dtype=F64), lambda t: t.nn.GroupNorm(4, 4), (2, 4, 3, 3)),
     (
         "groupnorm-one-group-not-affine",
         lambda: GroupNorm(1, 3, eps=1e-3, affine=False, dtype=F64),
@@ -655,6 +578,25 @@ MODERN_LAYERS = [
         lambda: LayerNorm((2, 3), bias=False, dtype=F64),
         lambda t: t.nn.LayerNorm((2, 3), bias=False),
         (4, 2, 3),
+    ),
+    ("adaptive-global", lambda: AdaptiveAvgPool2d(1), lambda t: t.nn.AdaptiveAvgPool2d(1), (2, 3, 5, 7)),
+    (
+        "adaptive-uneven-windows",  # 7 -> 3 rows and 5 -> 4 columns: overlapping windows
+        lambda: AdaptiveAvgPool2d((3, 4)),
+        lambda t: t.nn.AdaptiveAvgPool2d((3, 4)),
+        (2, 2, 7, 5),
+    ),
+    (
+        "adaptive-keep-width",  # None: the input's width
+        lambda: AdaptiveAvgPool2d((2, None)),
+        lambda t: t.nn.AdaptiveAvgPool2d((2, None)),
+        (2, 3, 5, 4),
+    ),
+    (
+        "adaptive-upsizing",
+        lambda: AdaptiveAvgPool2d((4, 6)),
+        lambda t: t.nn.AdaptiveAvgPool2d((4, 6)),
+        (1, 2, 3, 4),
     ),
 ]
 
@@ -694,15 +636,11 @@ def test_residual_with_a_custom_shortcut_matches_torch(torch):
     tnn = torch.nn
     ours = Sequential(
         Residual(
-            Sequential(
-                Conv2d(2, 4, 3, padding=1, rng=0, dtype=F64),
-                GroupNorm(2, 4, dtype=F64),
-                Tanh(),
-            ),
+            Sequential(Conv2d(2, 4, 3, padding=1, rng=0, dtype=F64), GroupNorm(2, 4, dtype=F64), Tanh()),
             Conv2d(2, 4, 1, bias=False, rng=1, dtype=F64),
         ),
         Residual(Sequential(ReLU(), Conv2d(4, 4, 3, padding=1, rng=2, dtype=F64))),
-        AvgPool2d(2),
+        AdaptiveAvgPool2d(2),
         Flatten(),
         Linear(16, 3, rng=3, dtype=F64),
     )
@@ -712,13 +650,59 @@ def test_residual_with_a_custom_shortcut_matches_torch(torch):
             tnn.Conv2d(2, 4, 1, bias=False),
         ),
         TorchResidual(tnn.Sequential(tnn.ReLU(), tnn.Conv2d(4, 4, 3, padding=1))),
-        tnn.AvgPool2d(2),
+        tnn.AdaptiveAvgPool2d(2),
         tnn.Flatten(),
         tnn.Linear(16, 3),
     ).double()
     assert repr(ours) == repr(theirs)
     ours.load_state_dict(torch_state(theirs))
     run_modes_against_torch(torch, ours, theirs, (2, 2, 5, 5), train_steps=1)
+
+
+@pytest.mark.torch
+def test_max_unpool_matches_torch(torch):
+    """Indices of max_pool2d_argmax, unpooled with and without output_size, as torch.nn.MaxUnpool2d.
+
+    Non-overlapping windows: every index distinct, where PyTorch's gather is the derivative.
+    """
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 7, 6))
+    for kernel, stride, padding, output_size in [
+        (2, None, 0, None),
+        ((2, 3), (2, 3), 0, None),
+        (3, 3, 1, (7, 6)),
+    ]:
+        pooled = max_pool2d(x, kernel, stride, padding)
+        indices = max_pool2d_argmax(x, kernel, stride, padding)
+        layer = MaxUnpool2d(kernel, stride, padding)
+        torch_layer = torch.nn.MaxUnpool2d(kernel, stride, padding)
+        assert repr(layer) == repr(torch_layer)
+        pooled_torch = torch.tensor(pooled, requires_grad=True)
+        y_torch = torch_layer(pooled_torch, torch.from_numpy(indices), output_size)
+        y = layer(pooled, indices, output_size)
+        assert_close(y, y_torch.detach().numpy(), f"forward k={kernel}")
+        grad_out = rng.standard_normal(y.shape)
+        (y_torch * torch.from_numpy(grad_out)).sum().backward()
+        assert_close(layer.backward(grad_out), pooled_torch.grad.numpy(), f"grad_x k={kernel}")
+
+
+def test_max_unpool_with_overlapping_windows_finite_differences():
+    """Kernel 3, stride 2: shared winners repeat an index; the layer's backward is the forward's derivative."""
+    rng = np.random.default_rng(16)
+    x = rng.standard_normal((1, 2, 7, 7))
+    indices = max_pool2d_argmax(x, 3, 2, 1)
+    pooled = max_pool2d(x, 3, 2, 1)
+    assert (
+        len(np.unique(indices)) < indices.size
+    )  # repeats: the case where torch's gather is not the derivative
+    layer = MaxUnpool2d(3, 2, 1)
+    grad_out = rng.standard_normal(layer(pooled, indices).shape)
+
+    def loss(probe):
+        return float(np.sum(grad_out * layer(probe, indices)))
+
+    layer(pooled, indices)
+    check_gradient(loss, pooled, layer.backward(grad_out))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -734,7 +718,7 @@ def tiny_resnet(dtype=F64):
         ReLU(),
         BasicBlock(3, 3, rng=rng, dtype=dtype),
         BasicBlock(3, 4, stride=2, rng=rng, dtype=dtype),
-        AvgPool2d(3),
+        AdaptiveAvgPool2d(1),
         Flatten(),
         Linear(4, 3, rng=rng, dtype=dtype),
     )
@@ -792,17 +776,11 @@ def test_residual_backward_is_the_sum_over_both_branches():
         Conv2d(2, 2, 1, rng=1, dtype=F64),
     )
     assert_close(y, alone_body(x) + alone_shortcut(x), "forward")
-    assert_close(
-        grad_x,
-        alone_body.backward(grad_out) + alone_shortcut.backward(grad_out),
-        "grad_x",
-    )
+    assert_close(grad_x, alone_body.backward(grad_out) + alone_shortcut.backward(grad_out), "grad_x")
     identity = Residual(Sequential(Tanh()))
     identity(x)
     assert_close(
-        identity.backward(grad_out),
-        grad_out * (1 - np.tanh(x) ** 2) + grad_out,
-        "identity shortcut",
+        identity.backward(grad_out), grad_out * (1 - np.tanh(x) ** 2) + grad_out, "identity shortcut"
     )
     finite_difference_check(Residual(body, shortcut), x, grad_out)
 
@@ -878,8 +856,7 @@ def test_load_state_dict_checks_everything_before_changing_anything():
         other.load_state_dict({**state, "9.weight": np.zeros(1)})
     wrong = {**state, "7.weight": np.zeros((3, 5))}
     with pytest.raises(
-        ValueError,
-        match=r"state\['7\.weight'\] has shape \(3, 5\), the model expects \(3, 4\)",
+        ValueError, match=r"state\['7\.weight'\] has shape \(3, 5\), the model expects \(3, 4\)"
     ):
         other.load_state_dict(wrong)
     with pytest.raises(TypeError, match=r"state\['1\.num_batches_tracked'\] must be an integer array"):
@@ -909,10 +886,7 @@ def test_modern_layers_init_as_torch():
     np.testing.assert_array_equal(layer.bias, np.zeros(5))
     np.testing.assert_array_equal(layer.running_var, np.ones(5))
     assert layer.num_batches_tracked == 0
-    assert list(BatchNorm2d(2, track_running_stats=False).state_dict()) == [
-        "weight",
-        "bias",
-    ]
+    assert list(BatchNorm2d(2, track_running_stats=False).state_dict()) == ["weight", "bias"]
     assert list(BatchNorm2d(2, affine=False).state_dict()) == [
         "running_mean",
         "running_var",
@@ -948,18 +922,11 @@ def test_tiny_resnet_runs_on_every_namespace(xp):
         assert type(y) is type(xp.asarray(x))
         np.testing.assert_allclose(to_numpy(y), expected_y, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(
-            to_numpy(model.backward(xp.asarray(grad_out))),
-            expected_grad_x,
-            rtol=1e-10,
-            atol=1e-12,
+            to_numpy(model.backward(xp.asarray(grad_out))), expected_grad_x, rtol=1e-10, atol=1e-12
         )
         for a, b in zip(model.grads, reference.grads, strict=True):
             np.testing.assert_allclose(to_numpy(a), b, rtol=1e-10, atol=1e-12)
-    assert_same_state(
-        our_state(model),
-        our_state(reference),
-        "state after a step on another namespace",
-    )
+    assert_same_state(our_state(model), our_state(reference), "state after a step on another namespace")
     model.load_state_dict(reference.state_dict())  # NumPy arrays into the namespace's ones
 
 
@@ -980,47 +947,23 @@ def test_container_reprs():
 
 MODERN_BAD_ARGUMENTS = [
     (lambda: BatchNorm2d(0), ValueError, r"num_features must be positive, got 0"),
-    (
-        lambda: BatchNorm2d(3, eps=-1.0),
-        ValueError,
-        r"eps must be in \[0.0, inf\), got -1.0",
-    ),
-    (
-        lambda: BatchNorm2d(3, momentum=1.5),
-        ValueError,
-        r"momentum must be in \[0.0, 1.0\], got 1.5",
-    ),
-    (
-        lambda: BatchNorm2d(3, momentum="0.1"),
-        TypeError,
-        r"momentum must be a real number, got '0.1'",
-    ),
+    (lambda: BatchNorm2d(3, eps=-1.0), ValueError, r"eps must be in \[0.0, inf\), got -1.0"),
+    (lambda: BatchNorm2d(3, momentum=1.5), ValueError, r"momentum must be in \[0.0, 1.0\], got 1.5"),
+    (lambda: BatchNorm2d(3, momentum="0.1"), TypeError, r"momentum must be a real number, got '0.1'"),
     (lambda: BatchNorm2d(3, affine=1), TypeError, r"affine must be a bool, got 1"),
-    (
-        lambda: BatchNorm2d(3, dtype=np.int8),
-        TypeError,
-        r"dtype must be float32 or float64, got int8",
-    ),
+    (lambda: BatchNorm2d(3, dtype=np.int8), TypeError, r"dtype must be float32 or float64, got int8"),
     (
         lambda: GroupNorm(4, 6),
         ValueError,
         r"num_groups must divide num_channels, got num_groups=4, num_channels=6",
     ),
-    (
-        lambda: GroupNorm(2, 4, eps=float("nan")),
-        ValueError,
-        r"eps must be in \[0.0, inf\), got nan",
-    ),
-    (
-        lambda: LayerNorm(()),
-        TypeError,
-        r"normalized_shape must be an int or a non-empty tuple of ints",
-    ),
-    (
-        lambda: LayerNorm((3, 0)),
-        ValueError,
-        r"normalized_shape must be positive, got 0",
-    ),
+    (lambda: GroupNorm(2, 4, eps=float("nan")), ValueError, r"eps must be in \[0.0, inf\), got nan"),
+    (lambda: LayerNorm(()), TypeError, r"normalized_shape must be an int or a non-empty tuple of ints"),
+    (lambda: LayerNorm((3, 0)), ValueError, r"normalized_shape must be positive, got 0"),
+    (lambda: AdaptiveAvgPool2d(0), ValueError, r"output_size must be positive, got \(0, 0\)"),
+    (lambda: AdaptiveAvgPool2d((None, -1)), ValueError, r"output_size must be positive, got -1"),
+    (lambda: AdaptiveAvgPool2d("global"), TypeError, r"output_size must be an int or a pair of ints"),
+    (lambda: MaxUnpool2d(2, stride=0), ValueError, r"stride must be positive, got \(0, 0\)"),
     (lambda: Residual("conv"), TypeError, r"body must be a Layer, got str"),
     (
         lambda: Residual(ReLU(), shortcut=3),
@@ -1078,6 +1021,8 @@ def test_modern_bad_inputs(call, error, message):
         BatchNorm2d(1),
         GroupNorm(1, 1),
         LayerNorm(1),
+        AdaptiveAvgPool2d(1),
+        MaxUnpool2d(2),
         Residual(ReLU()),
     ],
     ids=lambda layer: type(layer).__name__,
