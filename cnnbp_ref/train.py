@@ -300,10 +300,9 @@ def _load_data(args: argparse.Namespace):
         images, labels = data.load_digits()
         return data.train_test_split(images, labels, args.test_fraction, seed=args.seed)
     x_train, y_train = data.load_mnist(args.data, "train")
-    try:
-        x_test, y_test = data.load_mnist(args.data, "test")
-    except FileNotFoundError:
+    if not any(args.data.glob("t10k-*-idx?-ubyte*")):  # no test files: hold out a share of the training set
         return data.train_test_split(x_train, y_train, args.test_fraction, seed=args.seed)
+    x_test, y_test = data.load_mnist(args.data, "test")  # half a test set is an error, not ignored
     return x_train, y_train, x_test, y_test
 
 

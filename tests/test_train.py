@@ -208,6 +208,13 @@ def test_cli_reads_idx_files(tmp_path):
     assert len(history) == 1 and np.isfinite(history[0].train_loss)
 
 
+def test_cli_uses_the_test_files_when_there_are_some(tmp_path, capsys):
+    write_split(tmp_path, images_of(40, 8), labels_of(40), compress=True)
+    write_split(tmp_path, images_of(12, 8, seed=1), labels_of(12, seed=1), prefix="t10k")
+    main(["--data", str(tmp_path), "--epochs", "1", "--no-progress", "--batch-size", "8"])
+    assert "40 training and 12 held-out images of shape (1, 8, 8)" in capsys.readouterr().out
+
+
 def test_cli_threads_split_mnist_sized_layers_to_the_same_result(tmp_path):
     """--threads 2 runs the 28x28 model's second conv and first pool on workers: same training, to rounding."""
     write_random_idx(tmp_path, 48, 28)
@@ -396,6 +403,12 @@ def missing_labels(folder):
     (folder / "train-labels-idx1-ubyte").unlink()
 
 
+def half_a_test_set(folder):
+    write_split(folder, images_of(20, 8), labels_of(20))
+    write_split(folder, images_of(5, 8), labels_of(5), prefix="t10k")
+    (folder / "t10k-labels-idx1-ubyte").unlink()
+
+
 def data_argv(folder):
     return ["--data", str(folder), "--epochs", "1"]
 
@@ -416,6 +429,13 @@ CLI_FAILURES = [
         data_argv,
         1,
         r"no train-labels-idx1-ubyte or train-labels-idx1-ubyte\.gz",
+    ),
+    (
+        "data-half-a-test-set",
+        half_a_test_set,
+        data_argv,
+        1,
+        r"no t10k-labels-idx1-ubyte or t10k-labels-idx1-ubyte\.gz",
     ),
     ("idx-bad-magic", corrupt_magic, data_argv, 1, r"train-images-idx3-ubyte: not an IDX file"),
     (
