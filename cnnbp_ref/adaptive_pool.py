@@ -7,10 +7,12 @@ output row ``i`` averages the input rows ``[floor(i*H/OH), ceil((i+1)*H/OH))``, 
 the columns. Windows of neighbouring outputs may overlap by a pixel when ``OH`` does not divide
 ``H``; ``OH = OW = 1`` is global average pooling. Since the window is a product of a row range
 and a column range, the map is *separable*: ``Y = A_h X A_w^T`` for each ``(n, c)`` plane, with
-``A[i, h] = 1/len_i`` inside window ``i`` and 0 elsewhere. The forward sums the window entries
-(:func:`_window_sums`, one strided gather per window offset, so a NaN or an infinity stays in
-its own windows, as in PyTorch); the backward is the transposed map
-``grad_X = A_h^T grad_Y A_w``, two matrix products (:func:`apply_per_axis`).
+``A[i, h] = 1/len_i`` inside window ``i`` and 0 elsewhere: the forward is two matrix products
+(:func:`apply_per_axis`) and the backward the transposed map ``grad_X = A_h^T grad_Y A_w``.
+When ``x`` holds a NaN or an infinity the products would spread it over whole rows
+(``0 * inf = NaN``), so the forward then sums each window's entries instead
+(:func:`_window_sums`, one gather per window offset) and the value stays in its own windows,
+as in PyTorch.
 
 **Max unpooling** puts each value back where ``max_pool2d(..., return_indices=True)`` found it:
 ``y[n, c].flat[indices[n, c, i, j]] = x[n, c, i, j]``, zeros elsewhere. When two entries carry
@@ -149,6 +151,12 @@ def adaptive_avg_pool2d(x: Array, output_size: int | tuple[int | None, int | Non
     _, _, h, w = _check_planes(xp, x)
     oh, ow = _check_output_size(output_size, (h, w))
     device = array_api_compat.device(x)
+    if bool(xp.all(xp.isfinite(x))):  # A_h x A_w^T: two matrix products
+        rows = _averaging_matrix(xp, h, oh, x.dtype, device)  # (OH, H)
+        cols = _averaging_matrix(xp, w, ow, x.dtype, device)  # (OW, W)
+        return apply_per_axis(xp, x, rows, cols)
+    # the products would spread a NaN or an infinity over whole rows (0 * inf): sum the
+    # windows entry by entry instead, as PyTorch does
     sums = _window_sums(xp, _window_sums(xp, x, w, ow, -1), h, oh, -2)  # (N, C, OH, OW)
     row_start, row_end = _windows(xp, h, oh, device)
     col_start, col_end = _windows(xp, w, ow, device)

@@ -92,12 +92,13 @@ def _sum(xp: ModuleType, a: Array, axes: tuple[int, ...], other: Array | None = 
     last = a.ndim - 1
     if last not in axes:
         return xp.sum(a if other is None else a * other, axis=axes, keepdims=True)
+    *lead, size = (int(s) for s in a.shape)
+    rows = xp.reshape(a, (math.prod(lead), size))  # one matrix-vector product, not a stack of them
     if other is None:
-        ones = xp.ones((a.shape[-1],), dtype=a.dtype, device=array_api_compat.device(a))
-        total = xp.matmul(a, ones)
+        total = xp.matmul(rows, xp.ones((size,), dtype=a.dtype, device=array_api_compat.device(a)))
     else:
-        total = xp.vecdot(a, other)
-    total = xp.expand_dims(total, axis=-1)
+        total = xp.vecdot(rows, xp.reshape(other, (math.prod(lead), size)))
+    total = xp.reshape(total, (*lead, 1))
     rest = tuple(axis for axis in axes if axis != last)
     return xp.sum(total, axis=rest, keepdims=True) if rest else total
 

@@ -117,14 +117,16 @@ def test_overlapping_windows_give_the_shared_pixel_both_shares():
 
 
 @pytest.mark.torch
-def test_adaptive_non_finite_values_stay_in_their_windows(torch):
-    x = np.arange(35.0).reshape(1, 1, 5, 7)
-    x[0, 0, 1, 2], x[0, 0, 4, 6] = np.inf, np.nan
-    for output_size in [(3, 4), (2, 2), 1, (5, 9)]:
-        expected = torch.nn.functional.adaptive_avg_pool2d(torch.tensor(x), output_size).numpy()
-        with np.errstate(invalid="ignore"):
-            got = adaptive_avg_pool2d(x, output_size)
-        np.testing.assert_allclose(got, expected, **EXACT)  # NaN and inf in the same places
+@pytest.mark.parametrize("name", ADAPTIVE_IDS)
+def test_adaptive_non_finite_values_stay_in_their_windows(torch, name):
+    """An infinity and a NaN in x: the window-sum path, against PyTorch on every value."""
+    x, output_size, _ = adaptive_inputs(name)
+    if x.size:
+        x[0, 0, 0, 0], x[-1, -1, -1, -1] = np.inf, np.nan
+    expected = torch.nn.functional.adaptive_avg_pool2d(torch.tensor(x), output_size).numpy()
+    with np.errstate(invalid="ignore"):
+        got = adaptive_avg_pool2d(x, output_size)
+    np.testing.assert_allclose(got, expected, **EXACT)  # NaN and inf in the same places
 
 
 def test_apply_per_axis_is_the_two_sided_product():
