@@ -39,6 +39,3 @@ else:
         ``isinstance(x, Array)`` is ``array_api_compat.is_array_api_obj(x)``; to a type checker
         ``Array`` is ``Any``.
         """
-
-        def __new__(cls, *args: object, **kwargs: object) -> Array:
-            raise TypeError("Array names a role in type hints; pass an array of NumPy, CuPy, ...")
