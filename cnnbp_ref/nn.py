@@ -25,7 +25,7 @@ import array_api_compat
 import numpy as np
 
 from cnnbp_ref._backend import check_float_array, namespace
-from cnnbp_ref._checks import check_ndim, pair, positive_int
+from cnnbp_ref._checks import check_grad_out, check_ndim, pair, positive_int
 from cnnbp_ref.activations import (
     leaky_relu,
     leaky_relu_backward,
@@ -43,6 +43,7 @@ from cnnbp_ref.adaptive_pool import (
     max_unpool2d_backward,
 )
 from cnnbp_ref.conv import conv2d, conv2d_backward
+from cnnbp_ref.dropout import dropout, dropout2d, dropout2d_backward, dropout_backward
 from cnnbp_ref.linear import linear, linear_backward
 from cnnbp_ref.normalization import (
     batch_norm,
@@ -53,6 +54,7 @@ from cnnbp_ref.normalization import (
     layer_norm_backward,
 )
 from cnnbp_ref.pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
+from cnnbp_ref.upsampling import interpolate, interpolate_backward
 
 __all__ = [
     "AdaptiveAvgPool2d",
@@ -60,6 +62,8 @@ __all__ = [
     "BasicBlock",
     "BatchNorm2d",
     "Conv2d",
+    "Dropout",
+    "Dropout2d",
     "Flatten",
     "GroupNorm",
     "Layer",
@@ -73,6 +77,7 @@ __all__ = [
     "Sequential",
     "Sigmoid",
     "Tanh",
+    "Upsample",
 ]
 
 
@@ -875,6 +880,63 @@ class LayerNorm(Layer):
         )
 
 
+class _DropoutBase(Layer):
+    """The mask, the generator and the eval-mode identity shared by :class:`Dropout` and :class:`Dropout2d`."""
+
+    _rule: Any = None
+    _rule_backward: Any = None
+
+    def __init__(self, p: float = 0.5, *, rng: Any = None) -> None:
+        super().__init__()
+        _real("p", p, low=0.0, high=1.0)
+        self.p = p
+        self.generator = _generator(rng)
+        self._mask: Any = None
+
+    def forward(self, x: Any) -> Any:
+        out, mask = type(self)._rule(x, self.p, training=self.training, rng=self.generator)
+        self._mask = mask if self.training else None
+        self._input = x
+        return out
+
+    def backward(self, grad_out: Any) -> Any:
+        x = self._saved_input()
+        if self._mask is None:  # the forward ran in eval mode: the identity, for grad_out of x's shape
+            check_grad_out(namespace(grad_out=grad_out, x=x), grad_out, x, tuple(x.shape))
+        return type(self)._rule_backward(grad_out, self._mask, self.p)
+
+    def _clear(self) -> None:
+        super()._clear()
+        self._mask = None
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, inplace=False"
+
+
+class Dropout(_DropoutBase):
+    """Inverted dropout, as ``torch.nn.Dropout``: any shape, each value kept with probability ``1 - p``.
+
+    In training mode ``forward`` draws a mask from the layer's NumPy ``Generator`` (made from
+    ``rng``: ``None``, an int seed or a ``Generator``, as the other layers take it) and returns
+    ``x * mask / (1 - p)`` (:func:`cnnbp_ref.dropout.dropout`); ``backward`` multiplies by the same
+    mask and scale. In eval mode both are the identity. ``p = 0`` keeps everything, ``p = 1`` drops
+    everything (zeros).
+    """
+
+    _rule = staticmethod(dropout)
+    _rule_backward = staticmethod(dropout_backward)
+
+
+class Dropout2d(_DropoutBase):
+    """Channel dropout, as ``torch.nn.Dropout2d``: ``x: (N, C, H, W)``, whole channels kept or zeroed.
+
+    As :class:`Dropout`, with one draw per ``(sample, channel)`` (:func:`cnnbp_ref.dropout.dropout2d`).
+    """
+
+    _rule = staticmethod(dropout2d)
+    _rule_backward = staticmethod(dropout2d_backward)
+
+
 class AdaptiveAvgPool2d(Layer):
     """Adaptive average pooling to a fixed output size, as ``torch.nn.AdaptiveAvgPool2d``.
 
@@ -911,6 +973,64 @@ class AdaptiveAvgPool2d(Layer):
 
     def extra_repr(self) -> str:
         return f"output_size={self.output_size}"
+
+
+class Upsample(Layer):
+    """Nearest or bilinear upsampling, as ``torch.nn.Upsample``: ``(N, C, H, W)`` -> ``(N, C, OH, OW)``.
+
+    ``forward`` is :func:`cnnbp_ref.upsampling.interpolate` with the layer's ``size`` or
+    ``scale_factor`` (exactly one), ``mode`` (``'nearest'`` or ``'bilinear'``) and
+    ``align_corners`` (bilinear only); ``backward`` is :func:`cnnbp_ref.upsampling.interpolate_backward`.
+    ``scale_factor`` is stored as a float (or a pair of floats), as PyTorch stores it.
+    """
+
+    def __init__(
+        self,
+        size: Any = None,
+        scale_factor: Any = None,
+        mode: str = "nearest",
+        align_corners: bool | None = None,
+    ) -> None:
+        super().__init__()
+        if (size is None) == (scale_factor is None):
+            raise ValueError(
+                f"exactly one of size and scale_factor must be given, got size={size!r}, "
+                f"scale_factor={scale_factor!r}"
+            )
+        if mode not in ("nearest", "bilinear"):
+            raise ValueError(f"mode must be 'nearest' or 'bilinear', got {mode!r}")
+        if align_corners is not None and mode == "nearest":
+            raise ValueError("align_corners applies to mode='bilinear' only, got it with mode='nearest'")
+        if size is not None:
+            pair("size", size, minimum=1)
+        else:
+            factors = scale_factor if isinstance(scale_factor, (tuple, list)) else (scale_factor,)
+            if len(factors) not in (1, 2):
+                raise TypeError(f"scale_factor must be a number or a pair, got {scale_factor!r}")
+            floats = tuple(_real("scale_factor", f, low=0.0, low_open=True) for f in factors)
+            scale_factor = floats if isinstance(scale_factor, (tuple, list)) else floats[0]
+        self.size = size
+        self.scale_factor = scale_factor
+        self.mode = mode
+        self.align_corners = None if align_corners is None else _flag("align_corners", align_corners)
+
+    def forward(self, x: Any) -> Any:
+        """``x: (N, C, H, W)`` -> ``(N, C, OH, OW)``."""
+        out = interpolate(x, self.size, self.scale_factor, self.mode, self.align_corners)
+        self._input = x
+        return out
+
+    def backward(self, grad_out: Any) -> Any:
+        """``grad_out: (N, C, OH, OW)`` -> ``grad_x: (N, C, H, W)``."""
+        return interpolate_backward(
+            grad_out, self._saved_input(), self.size, self.scale_factor, self.mode, self.align_corners
+        )
+
+    def extra_repr(self) -> str:
+        what = (
+            f"scale_factor={self.scale_factor!r}" if self.scale_factor is not None else f"size={self.size!r}"
+        )
+        return f"{what}, mode={self.mode!r}"
 
 
 class MaxUnpool2d(Layer):

@@ -15,6 +15,8 @@ from cnnbp_ref.nn import (
     BasicBlock,
     BatchNorm2d,
     Conv2d,
+    Dropout,
+    Dropout2d,
     Flatten,
     GroupNorm,
     LayerNorm,
@@ -27,6 +29,7 @@ from cnnbp_ref.nn import (
     Sequential,
     Sigmoid,
     Tanh,
+    Upsample,
 )
 from cnnbp_ref.optim import SGD
 from cnnbp_ref.pooling import max_pool2d, max_pool2d_argmax
@@ -598,6 +601,32 @@ MODERN_LAYERS = [
         lambda t: t.nn.AdaptiveAvgPool2d((4, 6)),
         (1, 2, 3, 4),
     ),
+    (
+        "upsample-nearest",
+        lambda: Upsample(scale_factor=2),
+        lambda t: t.nn.Upsample(scale_factor=2),
+        (2, 2, 3, 3),
+    ),
+    (
+        "upsample-nearest-size",
+        lambda: Upsample(size=(5, 7)),
+        lambda t: t.nn.Upsample(size=(5, 7)),
+        (1, 2, 3, 4),
+    ),
+    (
+        "upsample-bilinear",
+        lambda: Upsample(scale_factor=(2, 3), mode="bilinear"),
+        lambda t: t.nn.Upsample(scale_factor=(2, 3), mode="bilinear"),
+        (1, 2, 3, 4),
+    ),
+    (
+        "upsample-bilinear-align-corners",
+        lambda: Upsample(size=7, mode="bilinear", align_corners=True),
+        lambda t: t.nn.Upsample(size=7, mode="bilinear", align_corners=True),
+        (2, 1, 3, 4),
+    ),
+    ("dropout-p0", lambda: Dropout(0.0, rng=0), lambda t: t.nn.Dropout(0.0), (2, 3, 4)),
+    ("dropout2d-p0", lambda: Dropout2d(0.0, rng=0), lambda t: t.nn.Dropout2d(0.0), (2, 3, 4, 4)),
 ]
 
 
@@ -703,6 +732,46 @@ def test_max_unpool_with_overlapping_windows_finite_differences():
 
     layer(pooled, indices)
     check_gradient(loss, pooled, layer.backward(grad_out))
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("p", [0.3, 0.5, 1.0])
+@pytest.mark.parametrize("cls", ["Dropout", "Dropout2d"])
+def test_dropout_layers_apply_their_mask_as_torch_would(torch, cls, p):
+    """Training mode: torch, fed our mask, gives our output and gradient; eval mode: the identity, as torch."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((4, 5, 3, 3))
+    layer = {"Dropout": Dropout, "Dropout2d": Dropout2d}[cls](p, rng=7)
+    torch_layer = getattr(torch.nn, cls)(p)
+    assert repr(layer) == repr(torch_layer)
+    y = layer(x)
+    mask = np.broadcast_to(to_numpy(layer._mask), x.shape).astype(np.float64)
+    if cls == "Dropout2d":  # one draw per (sample, channel)
+        assert np.all(mask == mask[:, :, :1, :1])
+    kept = mask.mean()
+    assert (kept == 0.0) if p == 1 else 0.3 < kept / (1 - p) < 1.7  # about 1 - p of the values kept
+    x_torch = torch.tensor(x, requires_grad=True)
+    scale = 0.0 if p == 1 else 1 / (1 - p)
+    y_torch = x_torch * torch.from_numpy(mask) * scale  # torch's dropout with this mask
+    assert_close(y, y_torch.detach().numpy(), "forward")
+    grad_out = rng.standard_normal(x.shape)
+    (y_torch * torch.from_numpy(grad_out)).sum().backward()
+    assert_close(layer.backward(grad_out), x_torch.grad.numpy(), "grad_x")
+    layer.eval()
+    torch_layer.eval()
+    assert_close(layer(x), torch_layer(torch.from_numpy(x)).numpy(), "eval forward")
+    assert_close(layer.backward(grad_out), grad_out, "eval grad_x")
+
+
+def test_dropout_masks_come_from_the_layers_generator():
+    x = np.ones((3, 4, 5, 5))
+    first, again, other = Dropout(0.5, rng=1), Dropout(0.5, rng=1), Dropout(0.5, rng=2)
+    np.testing.assert_array_equal(first(x), again(x))
+    assert not np.array_equal(first(x), other(x))  # first's second draw, and another seed
+    assert not np.array_equal(Dropout(0.5, rng=1)(x), first(x))  # the generator advances
+    shared = np.random.default_rng(3)
+    a, b = Dropout2d(0.5, rng=shared), Dropout2d(0.5, rng=shared)
+    assert a.generator is shared and b.generator is shared
 
 
 # ---------------------------------------------------------------------------------------------
@@ -930,6 +999,34 @@ def test_tiny_resnet_runs_on_every_namespace(xp):
     model.load_state_dict(reference.state_dict())  # NumPy arrays into the namespace's ones
 
 
+def test_dropout_upsample_and_norms_run_on_every_namespace(xp):
+    """The same seeds draw the same masks on every namespace (the mask comes from NumPy's Generator)."""
+
+    def make():
+        return Sequential(
+            Upsample(scale_factor=2, mode="bilinear"),
+            Dropout2d(0.5, rng=3),
+            Conv2d(2, 4, 3, rng=0, dtype=F64),
+            GroupNorm(2, 4, dtype=F64),
+            LayerNorm((4, 4, 4), dtype=F64),
+            Dropout(0.3, rng=4),
+            Upsample(size=(5, 7)),
+        )
+
+    rng = np.random.default_rng(17)
+    x, grad_out = rng.standard_normal((3, 2, 3, 3)), rng.standard_normal((3, 4, 5, 7))
+    reference, model = make(), make().to(xp)
+    for training in (True, False):
+        reference.train(training)
+        model.train(training)
+        y = model(xp.asarray(x))
+        np.testing.assert_allclose(to_numpy(y), reference(x), rtol=1e-10, atol=1e-12)
+        grad_x = model.backward(xp.asarray(grad_out))
+        np.testing.assert_allclose(to_numpy(grad_x), reference.backward(grad_out), rtol=1e-10, atol=1e-12)
+        for a, b in zip(model.grads, reference.grads, strict=True):
+            np.testing.assert_allclose(to_numpy(a), b, rtol=1e-10, atol=1e-12)
+
+
 def test_optimizer_step_before_any_backward_with_batch_norm():
     model = tiny_resnet()
     before = [p.copy() for p in model.params]
@@ -960,9 +1057,25 @@ MODERN_BAD_ARGUMENTS = [
     (lambda: GroupNorm(2, 4, eps=float("nan")), ValueError, r"eps must be in \[0.0, inf\), got nan"),
     (lambda: LayerNorm(()), TypeError, r"normalized_shape must be an int or a non-empty tuple of ints"),
     (lambda: LayerNorm((3, 0)), ValueError, r"normalized_shape must be positive, got 0"),
+    (lambda: Dropout(1.2), ValueError, r"p must be in \[0.0, 1.0\], got 1.2"),
+    (lambda: Dropout2d(-0.1), ValueError, r"p must be in \[0.0, 1.0\], got -0.1"),
+    (
+        lambda: Dropout(0.5, rng="seed"),
+        TypeError,
+        r"rng must be None, an int seed or a numpy.random.Generator",
+    ),
     (lambda: AdaptiveAvgPool2d(0), ValueError, r"output_size must be positive, got \(0, 0\)"),
     (lambda: AdaptiveAvgPool2d((None, -1)), ValueError, r"output_size must be positive, got -1"),
     (lambda: AdaptiveAvgPool2d("global"), TypeError, r"output_size must be an int or a pair of ints"),
+    (lambda: Upsample(), ValueError, r"exactly one of size and scale_factor must be given"),
+    (lambda: Upsample(size=2, scale_factor=2), ValueError, r"exactly one of size and scale_factor"),
+    (lambda: Upsample(scale_factor=2, mode="bicubic"), ValueError, r"mode must be 'nearest' or 'bilinear'"),
+    (lambda: Upsample(scale_factor=0), ValueError, r"scale_factor must be in \(0.0, inf\), got 0.0"),
+    (
+        lambda: Upsample(scale_factor=2, align_corners=True),
+        ValueError,
+        r"align_corners applies to mode='bilinear' only",
+    ),
     (lambda: MaxUnpool2d(2, stride=0), ValueError, r"stride must be positive, got \(0, 0\)"),
     (lambda: Residual("conv"), TypeError, r"body must be a Layer, got str"),
     (
@@ -1006,7 +1119,19 @@ MODERN_BAD_INPUTS = [
         ValueError,
         r"Residual: body\(x\) has shape \(1, 3, 4, 4\) but x has shape \(1, 2, 4, 4\)",
     ),
+    (
+        lambda: backward_in_eval_mode(Dropout(0.5, rng=0), (2, 2), (2, 3)),
+        ValueError,
+        r"grad_out must have shape \(2, 2\), got \(2, 3\)",
+    ),
 ]
+
+
+def backward_in_eval_mode(layer, x_shape, grad_shape):
+    """An eval-mode forward on ``x_shape``, then a backward with a gradient of ``grad_shape``."""
+    layer.eval()
+    layer(np.ones(x_shape, dtype=np.float32))
+    return layer.backward(np.ones(grad_shape, dtype=np.float32))
 
 
 @pytest.mark.parametrize(("call", "error", "message"), MODERN_BAD_INPUTS)
@@ -1021,7 +1146,10 @@ def test_modern_bad_inputs(call, error, message):
         BatchNorm2d(1),
         GroupNorm(1, 1),
         LayerNorm(1),
+        Dropout(),
+        Dropout2d(),
         AdaptiveAvgPool2d(1),
+        Upsample(scale_factor=2),
         MaxUnpool2d(2),
         Residual(ReLU()),
     ],
