@@ -21,13 +21,22 @@ quartiles and in this process's CPU time (``time.process_time``), which other jo
 machine inflate less. After the run the two
 copies' parameters must still agree (both took the same steps), else the script exits 1.
 
-``--model resnet`` needs ``cnnbp_ref.train.build_resnet``; ``cnn`` is ``build_model``, the default
-of ``python -m cnnbp_ref.train``. One BLAS thread by default (``--threads``), as the trainer runs.
+``--model resnet`` is ``cnnbp_ref.train.build_resnet``, ``cnn`` is ``build_model`` (the default of
+``python -m cnnbp_ref.train``). One BLAS thread by default (``--threads``), as the trainer runs.
+
+Where the rest of the difference comes from: the engine frees the whole graph at the end of each
+backward, while the layers keep their saved inputs until the next forward replaces them. With
+glibc's default settings the freed arrays go back to the operating system and the next step
+faults fresh pages in, which shows up in the rules' own time. ``--hold-memory`` tells glibc
+(``mallopt``, Linux only) to keep freed memory in the process, for both routes alike; what is left
+is the engine's bookkeeping. PyTorch's caching allocator does the same for its tensors.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import json
 import platform
 import statistics
@@ -42,13 +51,18 @@ from threadpoolctl import threadpool_limits
 from cnnbp_ref import autograd, optim, train
 from cnnbp_ref.losses import cross_entropy, cross_entropy_backward
 
+MODELS = {"cnn": train.build_model, "resnet": train.build_resnet}
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
-def builders() -> dict[str, Callable[..., Any]]:
-    """The models this script can time: the default CNN, and the ResNet where train has one."""
-    found = {"cnn": train.build_model}
-    if hasattr(train, "build_resnet"):
-        found["resnet"] = train.build_resnet
-    return found
+
+def hold_memory() -> bool:
+    """Ask glibc to keep freed memory (no trimming, no mmap per large array); False where it cannot."""
+    name = ctypes.util.find_library("c")
+    if name is None or not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(name)
+    held = libc.mallopt(M_TRIM_THRESHOLD, 2**30) and libc.mallopt(M_MMAP_THRESHOLD, 2**30)
+    return bool(held)
 
 
 def layer_step(model: Any, opt: optim.Adam, x: np.ndarray, y: np.ndarray) -> float:
@@ -78,7 +92,7 @@ def timed(step: Callable[..., float], *args: Any) -> tuple[float, float]:
 
 def run(model_name: str, batch_size: int, image_size: int, dtype: str, repeats: int) -> dict[str, Any]:
     """Alternate ``repeats`` steps of each kind (after one warm-up each); return the timings."""
-    build = builders()[model_name]
+    build = MODELS[model_name]
     models = {
         kind: build(image_size=image_size, seed=0, dtype=np.dtype(dtype)) for kind in ("layers", "autograd")
     }
@@ -119,31 +133,35 @@ def run(model_name: str, batch_size: int, image_size: int, dtype: str, repeats: 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--model", choices=sorted(builders()), default=None, help="default: resnet if present"
-    )
+    parser.add_argument("--model", choices=sorted(MODELS), default="resnet")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--image-size", type=int, nargs="+", default=[8, 28], help="one row per size")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--repeats", type=int, default=41, help="timed steps of each kind")
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads (threadpoolctl)")
+    parser.add_argument("--hold-memory", action="store_true", help="glibc keeps freed memory (see above)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
-    model_name = args.model or ("resnet" if "resnet" in builders() else "cnn")
+    held = hold_memory() if args.hold_memory else False
+    if args.hold_memory and not held:
+        print("--hold-memory: not glibc on Linux, the allocator keeps its defaults", file=sys.stderr)
     print(
-        f"python {sys.version.split()[0]}, numpy {np.__version__}, {platform.machine()}, BLAS threads {args.threads}"
+        f"python {sys.version.split()[0]}, numpy {np.__version__}, {platform.machine()}, "
+        f"BLAS threads {args.threads}, memory held: {held}"
     )
     print(
-        f"{'model':>7} {'batch':>5} {'image':>5} {'layers ms':>10} {'autograd ms':>12} {'ratio':>6} {'IQR':>13}"
+        f"{'model':>7} {'batch':>5} {'image':>5} {'layers ms':>10} {'autograd ms':>12} "
+        f"{'ratio':>6} {'IQR':>13} {'CPU ratio':>9}"
     )
     rows = []
     with threadpool_limits(limits=args.threads, user_api="blas"):
         for size in args.image_size:
-            row = run(model_name, args.batch_size, size, args.dtype, args.repeats)
+            row = run(args.model, args.batch_size, size, args.dtype, args.repeats)
+            row["memory_held"] = held
             rows.append(row)
             low, high = row["ratio_quartiles"]
             print(
-                f"{model_name:>7} {args.batch_size:>5} {size:>5} {row['layers_ms']:>10.2f} "
+                f"{args.model:>7} {args.batch_size:>5} {size:>5} {row['layers_ms']:>10.2f} "
                 f"{row['autograd_ms']:>12.2f} {row['median_ratio']:>6.3f} {low:>6.3f}-{high:<6.3f} "
                 f"{row['median_cpu_ratio']:>9.3f}"
             )

@@ -41,16 +41,21 @@ from typing import Any
 
 import array_api_compat
 
-from cnnbp_ref import activations, conv, losses, nn, normalization, pooling
+from cnnbp_ref import activations, adaptive_pool, conv, losses, nn, normalization, pooling, upsampling
 from cnnbp_ref._backend import check_float_array, check_same_dtype, namespace
-from cnnbp_ref._checks import check_shape
+from cnnbp_ref._checks import check_ndim, check_shape
 
-# The package's __init__ rebinds the name `cnnbp_ref.linear` to the function, so import by name.
+# The package's __init__ rebinds `cnnbp_ref.linear` (and may rebind `cnnbp_ref.dropout`) to the
+# function of that name, so these rules are imported by name.
+from cnnbp_ref.dropout import dropout as dropout_rule
+from cnnbp_ref.dropout import dropout2d as dropout2d_rule
+from cnnbp_ref.dropout import dropout2d_backward, dropout_backward
 from cnnbp_ref.linear import linear as linear_rule
 from cnnbp_ref.linear import linear_backward
 
 __all__ = [
     "Tensor",
+    "adaptive_avg_pool2d",
     "add",
     "avg_pool2d",
     "batch_norm",
@@ -58,9 +63,12 @@ __all__ = [
     "conv2d",
     "conv_transpose2d",
     "cross_entropy",
+    "dropout",
+    "dropout2d",
     "flatten",
     "forward",
     "group_norm",
+    "interpolate",
     "layer_forward",
     "layer_norm",
     "leaky_relu",
@@ -68,6 +76,7 @@ __all__ = [
     "log_softmax",
     "matmul",
     "max_pool2d",
+    "max_unpool2d",
     "mean",
     "mul",
     "no_grad",
@@ -832,6 +841,75 @@ def group_norm(x: Any, num_groups: int, weight: Any = None, bias: Any = None, ep
     return _record(y, "group_norm", _affine_parents(x, weight, bias), vjp)
 
 
+def dropout(x: Any, p: float = 0.5, training: bool = True, rng: Any = None) -> tuple[Tensor, Any]:
+    """:func:`cnnbp_ref.dropout.dropout`, any shape: ``(y, mask)``, ``mask`` the keep-mask drawn.
+
+    ``rng`` is a ``numpy.random.Generator`` (needed when training with ``0 < p < 1``); ``mask`` is
+    ``None`` in eval mode.
+    """
+    x = _tensor("x", x)
+    y, mask = dropout_rule(x.data, p, training, rng)
+
+    def vjp(grad: Any) -> tuple[Any]:
+        return (dropout_backward(grad, mask, p),)
+
+    return _record(y, "dropout", (x,), vjp), mask
+
+
+def dropout2d(x: Any, p: float = 0.5, training: bool = True, rng: Any = None) -> tuple[Tensor, Any]:
+    """:func:`cnnbp_ref.dropout.dropout2d`: whole channels of ``(N, C, H, W)``; ``(y, mask)``."""
+    x = _tensor("x", x)
+    y, mask = dropout2d_rule(x.data, p, training, rng)
+
+    def vjp(grad: Any) -> tuple[Any]:
+        return (dropout2d_backward(grad, mask, p),)
+
+    return _record(y, "dropout2d", (x,), vjp), mask
+
+
+def adaptive_avg_pool2d(x: Any, output_size: Any) -> Tensor:
+    """:func:`cnnbp_ref.adaptive_pool.adaptive_avg_pool2d`: ``(N, C, H, W)`` -> ``(N, C, OH, OW)``."""
+    x = _tensor("x", x)
+
+    def vjp(grad: Any) -> tuple[Any]:
+        return (adaptive_pool.adaptive_avg_pool2d_backward(grad, x.data, output_size),)
+
+    return _record(adaptive_pool.adaptive_avg_pool2d(x.data, output_size), "adaptive_avg_pool2d", (x,), vjp)
+
+
+def max_unpool2d(
+    x: Any, indices: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, output_size: Any = None
+) -> Tensor:
+    """:func:`cnnbp_ref.adaptive_pool.max_unpool2d`: ``(N, C, H, W)`` -> ``(N, C, OH, OW)``.
+
+    ``indices`` (integers, as from :func:`cnnbp_ref.pooling.max_pool2d_argmax`) get no gradient.
+    """
+    x = _tensor("x", x)
+    options = (kernel_size, stride, padding, output_size)
+
+    def vjp(grad: Any) -> tuple[Any]:
+        return (adaptive_pool.max_unpool2d_backward(grad, x.data, indices, *options),)
+
+    return _record(adaptive_pool.max_unpool2d(x.data, indices, *options), "max_unpool2d", (x,), vjp)
+
+
+def interpolate(
+    x: Any,
+    size: Any = None,
+    scale_factor: Any = None,
+    mode: str = "nearest",
+    align_corners: bool | None = None,
+) -> Tensor:
+    """:func:`cnnbp_ref.upsampling.interpolate` (nearest, bilinear): ``(N, C, H, W)`` -> ``(N, C, OH, OW)``."""
+    x = _tensor("x", x)
+    options = (size, scale_factor, mode, align_corners)
+
+    def vjp(grad: Any) -> tuple[Any]:
+        return (upsampling.interpolate_backward(grad, x.data, *options),)
+
+    return _record(upsampling.interpolate(x.data, *options), "interpolate", (x,), vjp)
+
+
 # ---------------------------------------------------------------------------------------------
 # cnnbp_ref.nn layers on Tensors
 
@@ -867,10 +945,11 @@ def _parameter(layer: Any, name: str) -> Tensor | None:
     return leaf
 
 
-def layer_forward(layer: Any, x: Tensor) -> Tensor:
+def layer_forward(layer: Any, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
     """Run a :mod:`cnnbp_ref.nn` layer (or container) on a Tensor, recording the graph.
 
-    What ``layer(x)`` does for a Tensor ``x``; the layer's ``_input`` cache is not used.
+    What ``layer(x, *args, **kwargs)`` does for a Tensor ``x`` (the extra arguments of
+    :class:`~cnnbp_ref.nn.MaxUnpool2d`, say); the layer's ``_input`` cache is not used.
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a Tensor, got {type(x).__name__}")
@@ -880,7 +959,7 @@ def layer_forward(layer: Any, x: Tensor) -> Tensor:
             f"no autograd operation for layer type {type(layer).__name__}; "
             "add one with cnnbp_ref.autograd.register_layer"
         )
-    return op(layer, x)
+    return op(layer, x, *args, **kwargs)
 
 
 def forward(model: Any, x: Any) -> Tensor:
@@ -889,19 +968,12 @@ def forward(model: Any, x: Any) -> Tensor:
 
 
 def _layers(root: Any) -> Iterator[Any]:
-    """``root`` and every layer it contains: attributes that are layers, or lists and tuples of them."""
-    stack, seen = [root], set()
+    """``root`` and every layer it contains, through :meth:`cnnbp_ref.nn.Layer.children`."""
+    stack = [root]
     while stack:
         layer = stack.pop()
-        if id(layer) in seen:
-            continue
-        seen.add(id(layer))
         yield layer
-        for value in vars(layer).values():
-            if isinstance(value, nn.Layer):
-                stack.append(value)
-            elif isinstance(value, (list, tuple)):
-                stack.extend([item for item in value if isinstance(item, nn.Layer)])
+        stack.extend([child for _, child in layer.children()])
 
 
 def zero_grad(*items: Any) -> None:
@@ -965,3 +1037,62 @@ def _flatten_layer(layer: nn.Flatten, x: Tensor) -> Tensor:
     if x.ndim < 2:
         raise ValueError(f"x must have at least 2 dimensions (N, ...), got shape {x.shape}")
     return flatten(x, 1)
+
+
+register_layer(nn.BasicBlock)(_sequential)  # a Sequential of a Residual and a ReLU
+
+
+@register_layer(nn.Residual)
+def _residual(layer: nn.Residual, x: Tensor) -> Tensor:
+    body = layer_forward(layer.body, x)
+    skip = x if layer.shortcut is None else layer_forward(layer.shortcut, x)
+    if body.shape != skip.shape:
+        what = "x" if layer.shortcut is None else "shortcut(x)"
+        raise ValueError(
+            f"Residual: body(x) has shape {body.shape} but {what} has shape {skip.shape}; "
+            "give a shortcut that maps x to the body's output shape"
+        )
+    return body + skip  # x fans out to both branches: backward adds their gradients
+
+
+@register_layer(nn.BatchNorm2d)
+def _batch_norm_layer(layer: nn.BatchNorm2d, x: Tensor) -> Tensor:
+    """As ``BatchNorm2d.forward``: batch statistics in training mode, and the buffers updated."""
+    check_ndim("x", x.data, 4, "(N, C, H, W)")
+    batch_statistics = layer.training or layer.running_mean is None
+    track = layer.track_running_stats
+    running = (layer.running_mean, layer.running_var) if not layer.training or track else (None, None)
+    y, running_mean, running_var = batch_norm(
+        x,
+        *running,
+        _parameter(layer, "weight"),
+        _parameter(layer, "bias"),
+        training=batch_statistics,
+        momentum=layer.momentum,
+        eps=layer.eps,
+        num_batches_tracked=layer.num_batches_tracked if track else 0,
+    )
+    if layer.training and track:
+        layer.running_mean, layer.running_var = running_mean, running_var
+        layer.num_batches_tracked += 1
+    return y
+
+
+@register_layer(nn.GroupNorm)
+def _group_norm_layer(layer: nn.GroupNorm, x: Tensor) -> Tensor:
+    weight, bias = _parameter(layer, "weight"), _parameter(layer, "bias")
+    return group_norm(x, layer.num_groups, weight, bias, layer.eps)
+
+
+@register_layer(nn.LayerNorm)
+def _layer_norm_layer(layer: nn.LayerNorm, x: Tensor) -> Tensor:
+    weight, bias = _parameter(layer, "weight"), _parameter(layer, "bias")
+    return layer_norm(x, layer.normalized_shape, weight, bias, layer.eps)
+
+
+register_layer(nn.AdaptiveAvgPool2d)(lambda layer, x: adaptive_avg_pool2d(x, layer.output_size))
+
+
+@register_layer(nn.MaxUnpool2d)
+def _max_unpool2d_layer(layer: nn.MaxUnpool2d, x: Tensor, indices: Any, output_size: Any = None) -> Tensor:
+    return max_unpool2d(x, indices, layer.kernel_size, layer.stride, layer.padding, output_size)

@@ -20,8 +20,8 @@ from cnnbp_ref.conv import conv2d
 from cnnbp_ref.gradcheck import numerical_gradient
 from cnnbp_ref.linear import linear
 from cnnbp_ref.losses import cross_entropy, cross_entropy_backward
-from cnnbp_ref.pooling import max_pool2d
-from cnnbp_ref.train import build_model
+from cnnbp_ref.pooling import max_pool2d, max_pool2d_argmax
+from cnnbp_ref.train import build_model, build_resnet
 
 VS_TORCH = {"rtol": 1e-10, "atol": 1e-12}  # the rule tests' tolerance against PyTorch
 SAME_MATH = {"rtol": 1e-12, "atol": 1e-12}
@@ -291,6 +291,88 @@ def test_layer_and_group_norm_match_torch(torch, rng, name, ours, theirs, shape,
     if affine is not None:
         arrays += [rng.standard_normal(affine), rng.standard_normal(affine)]
     run_both(torch, ours, lambda *t: theirs(torch, *t), arrays, rng)
+
+
+ADAPTIVE_SIZES = [1, (2, 3), (None, 2), (3, 3)]
+
+
+@pytest.mark.parametrize("output_size", ADAPTIVE_SIZES, ids=str)
+def test_adaptive_avg_pool2d_matches_torch(torch, rng, output_size):
+    run_both(
+        torch,
+        lambda x: ag.adaptive_avg_pool2d(x, output_size),
+        lambda x: torch.nn.functional.adaptive_avg_pool2d(x, output_size),
+        [rng.standard_normal((2, 3, 5, 7))],  # 5 -> 3 and 7 -> 3: overlapping windows
+        rng,
+    )
+
+
+# windows that do not overlap: no index repeats (where one does, PyTorch's backward gathers for
+# the overwritten entry too, and cnnbp_ref's gives it 0: documented in max_unpool2d_backward)
+@pytest.mark.parametrize(("kernel", "stride", "padding"), [(2, None, 0), (3, 3, 1), (2, 3, 0)])
+def test_max_unpool2d_matches_torch(torch, rng, kernel, stride, padding):
+    x0 = rng.standard_normal((2, 3, 7, 6))
+    pooled, indices = torch.nn.functional.max_pool2d(
+        torch.tensor(x0), kernel, stride, padding, return_indices=True
+    )
+    size = tuple(x0.shape[2:])
+    run_both(
+        torch,
+        lambda t: ag.max_unpool2d(t, indices.numpy(), kernel, stride, padding, size),
+        lambda t: torch.nn.functional.max_unpool2d(t, indices, kernel, stride, padding, size),
+        [pooled.numpy()],
+        rng,
+    )
+
+
+INTERPOLATE_CASES = [
+    ("nearest-scale-2", {"scale_factor": 2}),
+    ("nearest-size", {"size": (7, 4)}),
+    ("bilinear-size", {"size": (7, 9), "mode": "bilinear", "align_corners": False}),
+    ("bilinear-aligned", {"size": (3, 9), "mode": "bilinear", "align_corners": True}),
+    ("bilinear-scale", {"scale_factor": (1.5, 2.0), "mode": "bilinear"}),
+]
+
+
+@pytest.mark.parametrize(("name", "options"), INTERPOLATE_CASES, ids=[c[0] for c in INTERPOLATE_CASES])
+def test_interpolate_matches_torch(torch, rng, name, options):
+    run_both(
+        torch,
+        lambda x: ag.interpolate(x, **options),
+        lambda x: torch.nn.functional.interpolate(x, **options),
+        [rng.standard_normal((2, 2, 4, 5))],
+        rng,
+    )
+
+
+@pytest.mark.parametrize(("name", "shape"), [("dropout", (3, 4, 2)), ("dropout2d", (2, 5, 3, 3))])
+@pytest.mark.parametrize("p", [0.0, 0.3, 1.0])
+def test_dropout_matches_torch_given_its_mask(torch, rng, name, shape, p):
+    """PyTorch cannot draw our mask, so its side multiplies by the mask we drew, scaled as documented."""
+    drawn = {}
+
+    def ours(x):
+        y, drawn["mask"] = getattr(ag, name)(x, p, True, np.random.default_rng(5))
+        return y
+
+    def theirs(x):
+        scale = 0.0 if p == 1.0 else 1.0 / (1.0 - p)
+        return x * torch.tensor(drawn["mask"]).double() * scale
+
+    run_both(torch, ours, theirs, [rng.standard_normal(shape)], rng)
+    if name == "dropout2d":
+        assert drawn["mask"].shape == (*shape[:2], 1, 1)
+
+
+@pytest.mark.parametrize("name", ["dropout", "dropout2d"])
+def test_dropout_in_eval_mode_is_the_identity(rng, name):
+    x = leaf(rng.standard_normal((2, 3, 2, 2)))
+    y, mask = getattr(ag, name)(x, 0.5, training=False)
+    upstream = rng.standard_normal((2, 3, 2, 2))
+    y.backward(upstream)
+    assert mask is None
+    np.testing.assert_array_equal(y.data, x.data)
+    np.testing.assert_array_equal(x.grad, upstream)
 
 
 TENSOR_OPS = [
@@ -838,6 +920,11 @@ def every_operation(x, w, b, target):
     h = ag.conv_transpose2d(h, w, None, padding=1)  # (2, 3, 2, 2)
     h, _, _ = ag.batch_norm(h, None, None, b, b, training=True)
     h = ag.group_norm(ag.layer_norm(h, (2, 2)), 3, b, None)
+    h = ag.interpolate(h, scale_factor=2, mode="bilinear")  # (2, 3, 4, 4)
+    h, _ = ag.dropout(h, 0.25, True, np.random.default_rng(0))
+    h, _ = ag.dropout2d(h, 0.25, True, np.random.default_rng(1))
+    h = ag.max_unpool2d(ag.max_pool2d(h, 2), max_pool2d_argmax(h.data, 2), 2)  # (2, 3, 4, 4)
+    h = ag.adaptive_avg_pool2d(h, 2)  # (2, 3, 2, 2)
     logits = ag.linear(ag.flatten(h), ag.reshape(w, (3, -1))[:, :12])  # (2, 3)
     extra = (
         ag.softmax(logits, 1).sum()
@@ -882,8 +969,17 @@ def test_gradients_stay_on_the_inputs_device(graph_inputs):
 # ---------------------------------------------------------------------------------------------
 # cnnbp_ref.nn layers on Tensors: the same gradients as their own backward, optimizers, sharing
 
+
+def batch_norm_in_eval_mode():
+    layer = nn.BatchNorm2d(3, dtype=F64)
+    generator = np.random.default_rng(9)
+    layer.running_mean, layer.running_var = generator.standard_normal(3), generator.uniform(0.5, 2, 3)
+    layer.weight, layer.bias = generator.standard_normal(3), generator.standard_normal(3)
+    return layer.eval()
+
+
 LAYERS = [
-    # (id, the layer, input shape)
+    # (id, a function making the layer (twice: one copy per route), input shape)
     ("conv", lambda: nn.Conv2d(3, 4, 3, stride=2, padding=1, rng=0, dtype=F64), (2, 3, 6, 6)),
     (
         "conv-same-grouped-nobias",
@@ -899,30 +995,72 @@ LAYERS = [
     ("max_pool", lambda: nn.MaxPool2d(3, 2, padding=1, ceil_mode=True), (2, 2, 7, 6)),
     ("avg_pool", lambda: nn.AvgPool2d(3, 2, padding=1, count_include_pad=False), (2, 2, 7, 6)),
     ("flatten", nn.Flatten, (2, 3, 2, 2)),
+    ("batch_norm-train", lambda: nn.BatchNorm2d(3, momentum=0.3, dtype=F64), (4, 3, 3, 2)),
+    ("batch_norm-eval", batch_norm_in_eval_mode, (2, 3, 3, 3)),
+    (
+        "batch_norm-momentum-none-no-affine",
+        lambda: nn.BatchNorm2d(2, momentum=None, affine=False, dtype=F64),
+        (3, 2, 2, 2),
+    ),
+    ("batch_norm-untracked", lambda: nn.BatchNorm2d(2, track_running_stats=False, dtype=F64), (3, 2, 2, 2)),
+    ("group_norm", lambda: nn.GroupNorm(2, 4, dtype=F64), (2, 4, 3, 3)),
+    ("layer_norm", lambda: nn.LayerNorm((3, 3), dtype=F64), (2, 4, 3, 3)),
+    ("adaptive_avg_pool", lambda: nn.AdaptiveAvgPool2d((2, 3)), (2, 2, 5, 7)),
+    (
+        "residual-identity",
+        lambda: nn.Residual(nn.Sequential(nn.Conv2d(3, 3, 3, padding=1, rng=4, dtype=F64), nn.Tanh())),
+        (2, 3, 4, 4),
+    ),
+    (
+        "residual-projection",
+        lambda: nn.Residual(
+            nn.Conv2d(3, 4, 3, stride=2, padding=1, rng=5, dtype=F64),
+            nn.Conv2d(3, 4, 1, stride=2, rng=6, dtype=F64),
+        ),
+        (2, 3, 5, 5),
+    ),
+    ("basic block", lambda: nn.BasicBlock(3, 4, stride=2, rng=7, dtype=F64), (2, 3, 6, 6)),
     ("default CNN", lambda: build_model(dtype=F64), (3, 1, 8, 8)),
+    ("ResNet", lambda: build_resnet(dtype=F64, seed=1, width=4), (3, 1, 8, 8)),
+    ("ResNet-eval", lambda: build_resnet(dtype=F64, seed=2, width=4).eval(), (3, 1, 8, 8)),
 ]
 
 
 @pytest.mark.parametrize(("name", "make", "shape"), LAYERS, ids=[layer[0] for layer in LAYERS])
 def test_layers_give_their_own_backward_gradients(rng, name, make, shape):
-    layer, x0 = make(), rng.standard_normal(shape)
-    out = layer.forward(x0)
+    by_layers, by_autograd, x0 = make(), make(), rng.standard_normal(shape) * 2 + 0.5
+    out = by_layers.forward(x0)
     grad = rng.standard_normal(out.shape)
-    grad_x_layer = layer.backward(grad)
-    grads_layer = list(layer.grads)
+    grad_x_layer = by_layers.backward(grad)
     x = leaf(x0)
-    out_autograd = ag.forward(layer, x)
-    np.testing.assert_array_equal(out_autograd.data, out)
-    ag.zero_grad(layer)
+    out_autograd = ag.forward(by_autograd, x)
+    np.testing.assert_allclose(out_autograd.data, out, **SAME_MATH)
     out_autograd.backward(grad)
     np.testing.assert_allclose(x.grad, grad_x_layer, **SAME_MATH)
-    assert len(layer.grads) == len(grads_layer)
-    for ours, theirs in zip(layer.grads, grads_layer, strict=True):
+    assert len(by_autograd.grads) == len(by_layers.grads)
+    for ours, theirs in zip(by_autograd.grads, by_layers.grads, strict=True):
         np.testing.assert_allclose(ours, theirs, **SAME_MATH)
+    state, expected_state = by_autograd.state_dict(), by_layers.state_dict()
+    assert list(state) == list(expected_state)  # running statistics updated alike
+    for key, value in state.items():
+        np.testing.assert_allclose(value, expected_state[key], **SAME_MATH, err_msg=key)
 
 
-def train_default_cnn(steps, through_autograd, rng):
-    model = build_model(dtype=F64, seed=3)
+def test_max_unpool_layer_takes_the_indices(rng):
+    x0 = rng.standard_normal((2, 3, 6, 5))
+    pooled, indices = max_pool2d(x0, 2), max_pool2d_argmax(x0, 2)
+    by_layers, by_autograd = nn.MaxUnpool2d(2), nn.MaxUnpool2d(2)
+    out = by_layers.forward(pooled, indices, (6, 5))
+    grad = rng.standard_normal(out.shape)
+    x = leaf(pooled)
+    out_autograd = ag.layer_forward(by_autograd, x, indices, output_size=(6, 5))
+    np.testing.assert_array_equal(out_autograd.data, out)
+    out_autograd.backward(grad)
+    np.testing.assert_array_equal(x.grad, by_layers.backward(grad))
+
+
+def train(build, steps, through_autograd, rng):
+    model = build(dtype=F64, seed=3)
     opt = optim.Adam(model.params, lr=0.01)
     x, y = rng.standard_normal((8, 1, 8, 8)), rng.integers(0, 10, size=8)
     for _ in range(steps):
@@ -933,14 +1071,16 @@ def train_default_cnn(steps, through_autograd, rng):
             logits = model.forward(x)
             model.backward(cross_entropy_backward(logits, y, label_smoothing=0.1))
         opt.step(model.grads)
-    return model.params
+    return model.state_dict()
 
 
-def test_training_through_autograd_takes_the_layer_backward_steps():
-    through_autograd = train_default_cnn(5, True, np.random.default_rng(1))
-    layer_by_layer = train_default_cnn(5, False, np.random.default_rng(1))
-    for ours, theirs in zip(through_autograd, layer_by_layer, strict=True):
-        np.testing.assert_allclose(ours, theirs, **SAME_MATH)
+@pytest.mark.parametrize("build", [build_model, build_resnet], ids=["default CNN", "ResNet"])
+def test_training_through_autograd_takes_the_layer_backward_steps(build):
+    through_autograd = train(build, 5, True, np.random.default_rng(1))
+    layer_by_layer = train(build, 5, False, np.random.default_rng(1))
+    assert list(through_autograd) == list(layer_by_layer)
+    for key, value in through_autograd.items():  # parameters and batch-norm buffers
+        np.testing.assert_allclose(value, layer_by_layer[key], **SAME_MATH, err_msg=key)
 
 
 def test_parameter_gradients_accumulate_until_zero_grad(rng):
@@ -1023,3 +1163,28 @@ def test_register_layer_adds_a_layer_type(rng):
     x = leaf([1.0, -3.0])
     ag.forward(nn.Sequential(Square(), nn.Tanh()), x).sum().backward()
     np.testing.assert_allclose(x.grad, (1 - np.tanh(x.data**2) ** 2) * 2 * x.data, **SAME_MATH)
+
+
+def _layers_take_tensors() -> bool:
+    """Whether ``layer(Tensor)`` goes to autograd (the hook in ``nn.Layer.__call__``)."""
+    try:
+        return isinstance(nn.ReLU()(ag.Tensor(np.ones(1))), ag.Tensor)
+    except TypeError:
+        return False
+
+
+@pytest.mark.skipif(not _layers_take_tensors(), reason="nn.Layer.__call__ does not hand Tensors to autograd")
+def test_calling_a_model_on_a_tensor_records_the_graph(rng):
+    x0 = rng.standard_normal((3, 1, 8, 8))
+    called, through_forward = (
+        build_resnet(dtype=F64, seed=4, width=4),
+        build_resnet(dtype=F64, seed=4, width=4),
+    )
+    out = called(ag.Tensor(x0))
+    expected = ag.forward(through_forward, x0)
+    np.testing.assert_array_equal(out.data, expected.data)
+    out.sum().backward()
+    expected.sum().backward()
+    for ours, theirs in zip(called.grads, through_forward.grads, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    np.testing.assert_array_equal(called(x0), through_forward.forward(x0))  # arrays: as before
