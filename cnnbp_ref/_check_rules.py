@@ -39,7 +39,13 @@ from cnnbp_ref.check import Call, register_rule
 from cnnbp_ref.conv import conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward
 from cnnbp_ref.linear import linear_backward
 from cnnbp_ref.losses import cross_entropy_backward
-from cnnbp_ref.pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
+from cnnbp_ref.pooling import (
+    _pool_output_size,
+    avg_pool2d,
+    avg_pool2d_backward,
+    max_pool2d,
+    max_pool2d_backward,
+)
 
 # ---------------------------------------------------------------------------------------------
 # convolution
@@ -166,7 +172,8 @@ def _loop_options(case: PoolCase, *, dilation: bool) -> dict[str, Any]:
 
 
 def _covers_every_window(shape: tuple[int, ...], options: dict[str, Any]) -> bool:
-    """Whether every window meets at least one input pixel (dilation can jump over a tiny input)."""
+    """Whether the output is at least 1x1 and every window meets an input pixel (dilation can jump
+    over a tiny input): plain integer arithmetic, as the search calls it for every example."""
 
     def pair(v: Any) -> tuple[int, int]:
         return (v, v) if isinstance(v, int) else tuple(v)
@@ -174,16 +181,16 @@ def _covers_every_window(shape: tuple[int, ...], options: dict[str, Any]) -> boo
     kernel = pair(options["kernel_size"])
     stride = pair(options.get("stride") or kernel)
     padding, dilation = pair(options.get("padding", 0)), pair(options.get("dilation", 1))
-    geometry = {k: v for k, v in options.items() if k != "count_include_pad"}
-    try:
-        out = max_pool2d(np.zeros((1, 1, *shape[2:])), **geometry).shape[2:]
-    except ValueError:
-        return False
+    ceil_mode = options.get("ceil_mode", False)
     for a in range(2):
-        starts = np.arange(out[a]) * stride[a] - padding[a]  # (O,)
-        taps = starts[:, None] + np.arange(kernel[a])[None, :] * dilation[a]  # (O, k)
-        if not np.all(np.any((taps >= 0) & (taps < shape[2 + a]), axis=1)):
+        size = shape[2 + a]
+        out = _pool_output_size(size, kernel[a], stride[a], padding[a], dilation[a], ceil_mode)
+        if out < 1:
             return False
+        for o in range(out):
+            taps = (o * stride[a] - padding[a] + t * dilation[a] for t in range(kernel[a]))
+            if not any(0 <= tap < size for tap in taps):
+                return False
     return True
 
 

@@ -13,6 +13,7 @@ as in a vectorized col2im) and over windows (one window after the other, in row-
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -116,6 +117,39 @@ def _col2im(cols: Array, x_shape: tuple[int, ...], geo: Any, mode: str, crop: bo
     return padded[:, :, top : top + h, left : left + w] if crop else padded
 
 
+def _overwrite_per_channel(grad_out: Array, weight: Array, x_shape: tuple[int, ...], geo: Any, groups: int,
+                           order: tuple[str, ...]) -> Array:  # fmt: skip
+    """col2im by assignment of each output channel's own contribution, in the loop ``order``.
+
+    ``order`` nests ``'o'`` (the output channels of a group), ``'window'`` (output positions,
+    row-major) and ``'offset'`` (kernel taps, row-major), outermost first: each pixel keeps the
+    contribution ``weight[o, c, i, j] * grad_out[n, o, h, w]`` written last in that order.
+    """
+    n, c_in, h, w = x_shape
+    (top, bottom), (left, right) = geo.pads
+    (s0, s1), (d0, d1), (oh, ow) = geo.stride, geo.dilation, geo.out
+    c_out, c_group, kh, kw = weight.shape
+    out_group = c_out // groups
+    hp, wp = h + top + bottom, w + left + right
+    shape = (out_group, oh, ow, kh, kw)
+    nested = [axis for name in order for axis in {"o": [0], "window": [1, 2], "offset": [3, 4]}[name]]
+    # when each (o, h, w, i, j) write happens in the loop order, and which padded pixel it writes
+    rank = np.arange(np.prod(shape)).reshape([shape[a] for a in nested]).transpose(np.argsort(nested))
+    rows = np.arange(oh)[:, None] * s0 + np.arange(kh)[None, :] * d0  # (OH, kh)
+    cols = np.arange(ow)[:, None] * s1 + np.arange(kw)[None, :] * d1  # (OW, kw)
+    pixel = rows[None, :, None, :, None] * wp + cols[None, None, :, None, :]  # (1, OH, OW, kh, kw)
+    pixel = np.broadcast_to(pixel, shape).reshape(-1)
+    latest_first = np.argsort(rank.reshape(-1))[::-1]
+    pixels, first = np.unique(pixel[latest_first], return_index=True)
+    chosen = latest_first[first]  # for each pixel written, the write that comes last
+    padded = np.zeros((n, c_in, hp * wp))
+    for g in range(groups):
+        outs, ins = slice(g * out_group, (g + 1) * out_group), slice(g * c_group, (g + 1) * c_group)
+        writes = np.einsum("nohw,ocij->ncohwij", grad_out[:, outs], weight[outs])  # every single write
+        padded[:, ins, pixels] = writes.reshape(n, c_group, -1)[:, :, chosen]
+    return padded.reshape(n, c_in, hp, wp)[:, :, top : top + h, left : left + w]
+
+
 def _weight_grad(
     inputs: Array, grad: Array, kernel: tuple[int, int], geo: Any, groups: int, swapped: bool
 ) -> Array:
@@ -198,6 +232,17 @@ def _conv_mistakes() -> list[Mistake]:
 
         return with_grad_x(grad_x)
 
+    def overwrite_per_channel(order: tuple[str, ...]) -> Callable:
+        def grad_x(grad_out, x, weight, stride, padding, dilation, groups):
+            geo = _conv_geometry(x, weight, stride, padding, dilation)
+            return _overwrite_per_channel(grad_out, weight, x.shape, geo, groups, order)
+
+        return with_grad_x(grad_x)
+
+    def channels_swapped(grad_out, x, weight, stride, padding, dilation, groups):
+        grad_weight = conv2d_backward(grad_out, x, weight, stride, padding, dilation, groups)[1]
+        return np.swapaxes(grad_weight, 0, 1)
+
     def not_cropped(grad_out, x, weight, stride, padding, dilation, groups):
         geo = _conv_geometry(x, weight, stride, padding, dilation)
         return _col2im(_cols_grad(grad_out, weight, groups), x.shape, geo, "add", crop=False)
@@ -238,6 +283,10 @@ def _conv_mistakes() -> list[Mistake]:
     return [
         Mistake("col2im-overwrites-by-offset", OVERWRITE_COL2IM, overwrite("assign-offsets")),
         Mistake("col2im-overwrites-by-window", OVERWRITE_COL2IM, overwrite("assign-windows")),
+        *[
+            Mistake(f"col2im-overwrites-by-{'-'.join(order)}", OVERWRITE_COL2IM, overwrite_per_channel(order))
+            for order in itertools.permutations(("o", "window", "offset"))
+        ],
         Mistake("kernel-not-rotated", KERNEL_NOT_ROTATED, with_grad_x(not_rotated)),
         Mistake("padding-k-1", PADDING_K_MINUS_1, padding_k_minus_1(fit="none")),
         Mistake("padding-k-1-fitted", PADDING_K_MINUS_1, padding_k_minus_1(fit="top-left")),
@@ -245,6 +294,7 @@ def _conv_mistakes() -> list[Mistake]:
         Mistake("padding-not-cropped", PADDING_NOT_CROPPED, with_grad_x(not_cropped)),
         Mistake("stride-dilation-not-swapped", STRIDE_DILATION_NOT_SWAPPED, with_grad_weight(not_swapped)),
         Mistake("weight-gradient-flipped", WEIGHT_GRADIENT_FLIPPED, with_grad_weight(weight_flipped)),
+        Mistake("weight-gradient-channels-swapped", CHANNELS_SWAPPED, with_grad_weight(channels_swapped)),
         Mistake(
             "weight-gradient-of-one-sample", WEIGHT_OF_ONE_SAMPLE, with_grad_weight(weight_of_one_sample)
         ),
@@ -591,6 +641,11 @@ def _leaky_relu_mistakes() -> list[Mistake]:
 def _sigmoid_mistakes() -> list[Mistake]:
     return [
         Mistake("sigmoid-derivative-at-x", SIGMOID_AT_X, lambda grad_out, x: grad_out * x * (1 - x)),
+        Mistake(
+            "sigmoid-derivative-at-the-output",
+            SIGMOID_AT_OUTPUT,
+            lambda grad_out, x: sigmoid_backward(grad_out, sigmoid(x)),
+        ),
         Mistake("grad-out-forgotten", GRAD_OUT_FORGOTTEN, lambda grad_out, x: sigmoid(x) * (1 - sigmoid(x))),
         _float64_result(sigmoid_backward),
     ]
@@ -599,6 +654,11 @@ def _sigmoid_mistakes() -> list[Mistake]:
 def _tanh_mistakes() -> list[Mistake]:
     return [
         Mistake("tanh-derivative-at-x", TANH_AT_X, lambda grad_out, x: grad_out * (1 - x**2)),
+        Mistake(
+            "tanh-derivative-at-the-output",
+            TANH_AT_OUTPUT,
+            lambda grad_out, x: tanh_backward(grad_out, tanh(x)),
+        ),
         Mistake("tanh-square-missing", TANH_SQUARE_MISSING, lambda grad_out, x: grad_out * (1 - tanh(x))),
         Mistake("grad-out-forgotten", GRAD_OUT_FORGOTTEN, lambda grad_out, x: 1 - tanh(x) ** 2),
         _float64_result(tanh_backward),
@@ -768,6 +828,18 @@ SIGMOID_AT_X = (
 )
 TANH_AT_X = (
     "tanh derivative taken at x instead of the output: tanh'(x) = 1 - t**2 with t = tanh(x), not 1 - x**2."
+)
+SIGMOID_AT_OUTPUT = (
+    "sigmoid derivative taken at the output instead of x: sigmoid_backward(grad_out, x) receives the forward "
+    "input x; evaluating s(y) * (1 - s(y)) at y = sigmoid(x) applies the sigmoid twice."
+)
+TANH_AT_OUTPUT = (
+    "tanh derivative taken at the output instead of x: 1 - tanh(y)**2 with y = tanh(x) applies tanh twice; "
+    "the rule is 1 - tanh(x)**2 (or 1 - y**2 from the output y)."
+)
+CHANNELS_SWAPPED = (
+    "weight gradient with C_in and C_out swapped: grad_weight has the weight's layout (C_out, C_in / groups, "
+    "kH, kW); correlating x with grad_out the other way round gives (C_in, C_out)."
 )
 TANH_SQUARE_MISSING = "the square is missing: tanh'(x) = 1 - tanh(x)**2, not 1 - tanh(x)."
 

@@ -796,6 +796,11 @@ def check_rule(
     )
 
 
+class _BudgetSpent(BaseException):
+    """Raised through hypothesis to end the shrinking once its budget is spent (a BaseException, so
+    that hypothesis does not take it for a failure of the condition and shrink that)."""
+
+
 @dataclass
 class _Search:
     outcome: _Outcome | None
@@ -841,27 +846,26 @@ def _search(hypothesis: Any, rule: Rule, fn: Callable, seed: int, max_examples: 
         print_blob=False,
     )
 
+    smallest: list[_Outcome] = []  # the last failing example is the smallest the shrinker has
+
     def fails(example: tuple[Any, int]) -> bool:
-        # Past the shrinking budget every example counts as passing: the shrinker then stops
-        # improving (deterministically) and find returns the smallest failing one seen so far.
         nonlocal shrink_calls
         if shrink_calls is not None:
             shrink_calls += 1
             if shrink_calls > SHRINK_BUDGET:
-                return False
-        if outcome_of(example) is None:
+                raise _BudgetSpent
+        outcome = outcome_of(example)
+        if outcome is None:
             return False
+        smallest[:] = [outcome]
         if shrink_calls is None:
             shrink_calls = 0
         return True
 
     try:
-        found = hypothesis.find(
-            strategy,
-            fails,
-            settings=search_settings,
-            random=random.Random(seed),
-        )
+        hypothesis.find(strategy, fails, settings=search_settings, random=random.Random(seed))
     except hypothesis.errors.NoSuchExample:
         return _Search(None, runs)
-    return _Search(outcome_of(found), runs)
+    except _BudgetSpent:
+        pass
+    return _Search(smallest[0], runs)

@@ -9,6 +9,7 @@ on every entry with two seeds.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,6 +91,8 @@ def learner_conv2d_backward(
                     grad_xp[:, ins, rows, cols] += contribution
     if mistake == "weight-flipped":
         grad_w = grad_w[:, :, ::-1, ::-1].copy()
+    if mistake == "channels-swapped":
+        grad_w = grad_w.transpose(1, 0, 2, 3).copy()
     if mistake == "weight-mean":
         grad_w = grad_w / max(n, 1)
     (top, _), (left, _) = pads
@@ -136,6 +139,33 @@ def learner_conv2d_backward_full_correlation(
     grad_x[:, :, :rows, :cols] = full[:, :, :rows, :cols]
     _, grad_w, grad_b = learner_conv2d_backward(grad_out, x, weight, stride, padding, dilation, groups)
     return grad_x, grad_w, grad_b
+
+
+def learner_conv2d_backward_assigning(
+    grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *, order=("o", "window", "offset")
+):
+    """The input gradient written pixel by pixel with ``=``, loops nested in ``order``; the rest right."""
+    s, d = _pair(stride), _pair(dilation)
+    h, w = x.shape[2:]
+    c_out, c_group, kh, kw = weight.shape
+    out_group = c_out // groups
+    pads = _conv_pads(padding, (kh, kw), d)
+    xp = np.pad(x, ((0, 0), (0, 0), *pads))
+    oh, ow = grad_out.shape[2:]
+    grad_xp = np.zeros_like(xp)
+    ranges = {"o": [(o,) for o in range(c_out)], "window": list(np.ndindex(oh, ow)),
+              "offset": list(np.ndindex(kh, kw))}  # fmt: skip
+    for first, second, third in itertools.product(*(ranges[name] for name in order)):
+        picked = dict(zip(order, (first, second, third), strict=True))
+        (o,), (i, j), (u, v) = picked["o"], picked["window"], picked["offset"]
+        g = o // out_group
+        row, col = i * s[0] + u * d[0], j * s[1] + v * d[1]
+        grad_xp[:, g * c_group : (g + 1) * c_group, row, col] = (
+            weight[o, :, u, v] * grad_out[:, o : o + 1, i, j]
+        )
+    (top, _), (left, _) = pads
+    _, grad_w, grad_b = learner_conv2d_backward(grad_out, x, weight, stride, padding, dilation, groups)
+    return grad_xp[:, :, top : top + h, left : left + w], grad_w, grad_b
 
 
 def learner_conv_transpose2d_backward(
@@ -355,6 +385,8 @@ def learner_leaky_relu_backward(grad_out, x, negative_slope=0.01, *, mistake=Non
 
 
 def learner_sigmoid_backward(grad_out, x, *, mistake=None):
+    if mistake == "at-output":  # handed the output instead of the input
+        x = 1.0 / (1.0 + np.exp(-x))
     s = 1.0 / (1.0 + np.exp(-x))
     if mistake == "at-x":
         return grad_out * x * (1 - x)
@@ -367,7 +399,7 @@ def learner_sigmoid_backward(grad_out, x, *, mistake=None):
 
 
 def learner_tanh_backward(grad_out, x, *, mistake=None):
-    t = np.tanh(x)
+    t = np.tanh(np.tanh(x)) if mistake == "at-output" else np.tanh(x)
     if mistake == "at-x":
         return grad_out * (1 - x**2)
     if mistake == "no-square":
@@ -408,7 +440,14 @@ CONV = learner_conv2d_backward
 TRANSPOSE = learner_conv_transpose2d_backward
 MAXP = learner_max_pool2d_backward
 AVGP = learner_avg_pool2d_backward
-OVERWRITES_COL2IM = ("col2im-overwrites-by-offset", "col2im-overwrites-by-window")
+OVERWRITES_COL2IM = (
+    "col2im-overwrites-by-offset",
+    "col2im-overwrites-by-window",
+    *(
+        f"col2im-overwrites-by-{'-'.join(order)}"
+        for order in itertools.permutations(("o", "window", "offset"))
+    ),
+)
 OVERWRITES_POOL = ("overwrite-by-window", "overwrite-by-offset", "overwrite-by-offset-with-zeros")
 
 # the learners' own implementations, with no mistake: the checker must pass them
@@ -428,6 +467,13 @@ CORRECT = [
 WRONG_RULES = [
     # one per catalogued mistake
     WrongRule("conv: col2im overwrites", "conv2d_backward", _with(CONV, mistake="overwrite"), OVERWRITES_COL2IM),
+    WrongRule("conv: pixel-by-pixel overwrite, channels outermost", "conv2d_backward",
+              learner_conv2d_backward_assigning, OVERWRITES_COL2IM),
+    WrongRule("conv: pixel-by-pixel overwrite, channels innermost", "conv2d_backward",
+              _with(learner_conv2d_backward_assigning, order=("window", "offset", "o")),
+              OVERWRITES_COL2IM),
+    WrongRule("conv: weight gradient channels swapped", "conv2d_backward", _with(CONV, mistake="channels-swapped"),
+              ("weight-gradient-channels-swapped",)),
     WrongRule("conv: kernel not rotated", "conv2d_backward", _with(CONV, mistake="not-rotated"), ("kernel-not-rotated",)),
     WrongRule("conv: stride and dilation not swapped", "conv2d_backward", _with(CONV, mistake="stride-dilation"),
               ("stride-dilation-not-swapped",)),
@@ -527,11 +573,15 @@ WRONG_RULES = [
               ("float64-result",)),
     WrongRule("sigmoid: derivative at x", "sigmoid_backward", _with(learner_sigmoid_backward, mistake="at-x"),
               ("sigmoid-derivative-at-x",)),
+    WrongRule("sigmoid: derivative at the output", "sigmoid_backward", _with(learner_sigmoid_backward, mistake="at-output"),
+              ("sigmoid-derivative-at-the-output",)),
     WrongRule("sigmoid: grad_out forgotten", "sigmoid_backward", _with(learner_sigmoid_backward, mistake="no-upstream"),
               ("grad-out-forgotten",)),
     WrongRule("sigmoid: float64 result", "sigmoid_backward", _float64(learner_sigmoid_backward), ("float64-result",)),
     WrongRule("tanh: derivative at x", "tanh_backward", _with(learner_tanh_backward, mistake="at-x"),
               ("tanh-derivative-at-x",)),
+    WrongRule("tanh: derivative at the output", "tanh_backward", _with(learner_tanh_backward, mistake="at-output"),
+              ("tanh-derivative-at-the-output",)),
     WrongRule("tanh: square missing", "tanh_backward", _with(learner_tanh_backward, mistake="no-square"),
               ("tanh-square-missing",)),
     WrongRule("tanh: grad_out forgotten", "tanh_backward", _with(learner_tanh_backward, mistake="no-upstream"),
