@@ -86,6 +86,23 @@ def test_book_build_reads_no_virtualenv(venv_name: str, tmp_path: Path) -> None:
     assert not {name for name in found if name.startswith(f"{venv_name}/")}, sorted(found)
 
 
+def test_api_reference_has_a_page_per_public_module() -> None:
+    """Each public module of cnnbp_ref has its page in book/api/ (the _toc.yml glob lists them)."""
+    modules = sorted(p.stem for p in (ROOT / "cnnbp_ref").glob("*.py") if not p.stem.startswith("_"))
+    missing = [
+        name
+        for name in modules
+        if f".. cnnbp-module:: cnnbp_ref.{name}\n" not in _read(ROOT / "book" / "api" / f"{name}.md")
+    ]
+    assert not missing, f"no API page for {missing}: add book/api/NAME.md (copy book/api/conv.md)"
+    assert ".. cnnbp-module:: cnnbp_ref\n" in _read(ROOT / "book" / "api" / "index.md")
+    assert "glob: book/api/*" in _read(ROOT / "_toc.yml")
+
+
+def _read(path: Path) -> str:
+    return path.read_text(encoding="utf-8") if path.exists() else ""
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     """``python -m build`` (sdist, then the wheel from the sdist) of a copy of the sources."""
