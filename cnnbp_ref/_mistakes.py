@@ -151,12 +151,19 @@ def _overwrite_per_channel(grad_out: Array, weight: Array, x_shape: tuple[int, .
 
 
 def _weight_grad(
-    inputs: Array, grad: Array, kernel: tuple[int, int], geo: Any, groups: int, swapped: bool
+    inputs: Array,
+    grad: Array,
+    kernel: tuple[int, int],
+    geo: Any,
+    groups: int,
+    swapped: bool,
+    crop: bool = False,
 ) -> Array:
     """``grad_weight[o, c, i, j] = sum inputs[n, c', i*d + h*s, j*d + w*s] * grad[n, o, h, w]``.
 
     ``inputs`` is padded already; with ``swapped`` the tap and position strides are exchanged
-    (``i*s + h*d``), taps past the padded input reading zeros.
+    (``i*s + h*d``), taps past the padded input reading zeros, or with ``crop`` left out (the
+    shape a correlation computed with those strides, then cut to the kernel, comes out with).
     """
     n, c, hp, wp = inputs.shape
     _, c_out, oh, ow = grad.shape
@@ -171,7 +178,11 @@ def _weight_grad(
     patches = patches.reshape(n, groups, c // groups, kernel[0], oh, kernel[1], ow)
     grad = grad.reshape(n, groups, c_out // groups, oh, ow)
     result = np.einsum("ngcihjw,ngohw->gocij", patches, grad)  # (g, C_out/g, C/g, kh, kw)
-    return result.reshape(c_out, c // groups, *kernel)
+    result = result.reshape(c_out, c // groups, *kernel)
+    if crop:  # only the taps whose whole row (column) of positions lies inside the padded input
+        fit_h, fit_w = int(np.sum(rows[:, -1] < hp)), int(np.sum(cols[:, -1] < wp))
+        result = result[:, :, :fit_h, :fit_w]
+    return result
 
 
 def _full_correlation(grad_out: Array, weight: Array, geo: Any, groups: int, pads: Any) -> Array:
@@ -262,9 +273,13 @@ def _conv_mistakes() -> list[Mistake]:
 
         return with_grad_x(grad_x)
 
-    def not_swapped(grad_out, x, weight, stride, padding, dilation, groups):
-        geo = _conv_geometry(x, weight, stride, padding, dilation)
-        return _weight_grad(_pad(x, geo.pads), grad_out, weight.shape[2:], geo, groups, swapped=True)
+    def not_swapped(crop: bool) -> Callable:
+        def grad_weight(grad_out, x, weight, stride, padding, dilation, groups):
+            geo = _conv_geometry(x, weight, stride, padding, dilation)
+            padded = _pad(x, geo.pads)
+            return _weight_grad(padded, grad_out, weight.shape[2:], geo, groups, swapped=True, crop=crop)
+
+        return with_grad_weight(grad_weight)
 
     def weight_of_one_sample(grad_out, x, weight, stride, padding, dilation, groups):
         return conv2d_backward(grad_out[:1], x[:1], weight, stride, padding, dilation, groups)[1]
@@ -292,7 +307,8 @@ def _conv_mistakes() -> list[Mistake]:
         Mistake("padding-k-1-fitted", PADDING_K_MINUS_1, padding_k_minus_1(fit="top-left")),
         Mistake("padding-k-1-cropped", PADDING_K_MINUS_1, padding_k_minus_1(fit="crop-padding")),
         Mistake("padding-not-cropped", PADDING_NOT_CROPPED, with_grad_x(not_cropped)),
-        Mistake("stride-dilation-not-swapped", STRIDE_DILATION_NOT_SWAPPED, with_grad_weight(not_swapped)),
+        Mistake("stride-dilation-not-swapped", STRIDE_DILATION_NOT_SWAPPED, not_swapped(crop=False)),
+        Mistake("stride-dilation-not-swapped-cropped", STRIDE_DILATION_NOT_SWAPPED, not_swapped(crop=True)),
         Mistake("weight-gradient-flipped", WEIGHT_GRADIENT_FLIPPED, with_grad_weight(weight_flipped)),
         Mistake("weight-gradient-channels-swapped", CHANNELS_SWAPPED, with_grad_weight(channels_swapped)),
         Mistake(
@@ -318,12 +334,16 @@ def _transpose_mistakes() -> list[Mistake]:
             np, x, weight, stride, padding, output_padding, groups, dilation
         )[0]
 
-    def not_swapped(grad_out, x, weight, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
-        options = (stride, padding, output_padding, groups, dilation)
-        grad_x, _, grad_bias = call(grad_out, x, weight, *options)
-        geo = geometry(grad_out, x, weight, *options)
-        grad_weight = _weight_grad(_pad(grad_out, geo.pads), x, weight.shape[2:], geo, groups, swapped=True)
-        return grad_x, grad_weight, grad_bias
+    def not_swapped(crop: bool) -> Callable:
+        def mistake(grad_out, x, weight, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+            options = (stride, padding, output_padding, groups, dilation)
+            grad_x, _, grad_bias = call(grad_out, x, weight, *options)
+            geo = geometry(grad_out, x, weight, *options)
+            padded = _pad(grad_out, geo.pads)
+            grad_weight = _weight_grad(padded, x, weight.shape[2:], geo, groups, swapped=True, crop=crop)
+            return grad_x, grad_weight, grad_bias
+
+        return mistake
 
     def weight_flipped(grad_out, x, weight, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
         grad_x, grad_weight, grad_bias = call(
@@ -354,7 +374,8 @@ def _transpose_mistakes() -> list[Mistake]:
 
     return [
         Mistake("kernel-rotated", KERNEL_ROTATED_TRANSPOSED, rotated),
-        Mistake("stride-dilation-not-swapped", STRIDE_DILATION_NOT_SWAPPED, not_swapped),
+        Mistake("stride-dilation-not-swapped", STRIDE_DILATION_NOT_SWAPPED, not_swapped(crop=False)),
+        Mistake("stride-dilation-not-swapped-cropped", STRIDE_DILATION_NOT_SWAPPED, not_swapped(crop=True)),
         Mistake("weight-gradient-flipped", WEIGHT_GRADIENT_FLIPPED, weight_flipped),
         Mistake("weight-gradient-of-one-sample", WEIGHT_OF_ONE_SAMPLE, weight_of_one_sample),
         Mistake("bias-gradient-of-one-sample", BIAS_OF_ONE_SAMPLE_CONV, bias_of_one_sample),
@@ -544,6 +565,10 @@ def _linear_mistakes() -> list[Mistake]:
         grad_x, grad_weight, _ = linear_backward(grad_out, x, weight)
         return grad_x, grad_weight, rows(grad_out)[0]
 
+    def bias_of_grad_out_0(grad_out, x, weight):
+        grad_x, grad_weight, _ = linear_backward(grad_out, x, weight)
+        return grad_x, grad_weight, grad_out[0]  # literally: a scalar, one row, or one block of rows
+
     def bias_first_axis(grad_out, x, weight):
         grad_x, grad_weight, _ = linear_backward(grad_out, x, weight)
         return grad_x, grad_weight, grad_out.sum(axis=0)
@@ -557,6 +582,7 @@ def _linear_mistakes() -> list[Mistake]:
         Mistake("weight-gradient-transposed", WEIGHT_TRANSPOSED, weight_transposed),
         Mistake("weight-gradient-of-one-sample", WEIGHT_OF_ONE_SAMPLE_LINEAR, weight_of_one_sample),
         Mistake("bias-gradient-of-one-sample", BIAS_OF_ONE_SAMPLE_LINEAR, bias_of_one_sample),
+        Mistake("bias-gradient-grad-out-0", BIAS_OF_ONE_SAMPLE_LINEAR, bias_of_grad_out_0),
         Mistake("bias-gradient-first-axis-only", BIAS_FIRST_AXIS, bias_first_axis),
         Mistake("averaged-over-the-batch", AVERAGED_OVER_BATCH, averaged),
         _float64_result(linear_backward),

@@ -337,11 +337,11 @@ class Failure:
     max_abs_error: float | None = None
     tolerance: float | None = None
     index: tuple[int, ...] | None = None
-    expected: Any = None
-    actual: Any = None
-    args: tuple = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    size: int = 0
+    expected: Any = field(default=None, repr=False)
+    actual: Any = field(default=None, repr=False)
+    args: tuple = field(default=(), repr=False)
+    kwargs: dict[str, Any] = field(default_factory=dict, repr=False)
+    size: int = field(default=0, repr=False)
 
     def excerpt(self) -> tuple[str, str] | None:
         """A few entries of expected and actual around the largest error, as two strings."""
@@ -397,8 +397,8 @@ class Report:
     hint: Hint | None
     cases_run: int
     seed: int
-    failures: list[Failure] = field(default_factory=list)
-    elapsed: float = 0.0
+    failures: list[Failure] = field(default_factory=list, repr=False)
+    elapsed: float = field(default=0.0, repr=False)
 
     def __str__(self) -> str:
         status = "passed" if self.passed else "FAILED"

@@ -168,6 +168,28 @@ def learner_conv2d_backward_assigning(
     return grad_xp[:, :, top : top + h, left : left + w], grad_w, grad_b
 
 
+def learner_conv2d_backward_weight_by_conv(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1):
+    """The weight gradient as a convolution of x (channels first) with grad_out, cut to the kernel.
+
+    The mistake: that convolution must run with stride = the forward's dilation and dilation =
+    the forward's stride; here they are passed on unswapped.
+    """
+    import cnnbp_ref
+
+    s, d = _pair(stride), _pair(dilation)
+    c_out, c_group, kh, kw = weight.shape
+    out_group = c_out // groups
+    xp = np.pad(x, ((0, 0), (0, 0), *_conv_pads(padding, (kh, kw), d)))
+    grad_w = np.zeros_like(weight)
+    for g in range(groups):
+        ins = np.swapaxes(xp[:, g * c_group : (g + 1) * c_group], 0, 1)  # (C_in/g, N, Hp, Wp)
+        kernel = np.swapaxes(grad_out[:, g * out_group : (g + 1) * out_group], 0, 1)  # (C_out/g, N, OH, OW)
+        swapped = cnnbp_ref.conv2d(ins, kernel, stride=s, dilation=d)  # (C_in/g, C_out/g, >= ?, >= ?)
+        grad_w[g * out_group : (g + 1) * out_group] = np.swapaxes(swapped[:, :, :kh, :kw], 0, 1)
+    grad_x, _, grad_b = learner_conv2d_backward(grad_out, x, weight, stride, padding, dilation, groups)
+    return grad_x, grad_w, grad_b
+
+
 def learner_conv_transpose2d_backward(
     grad_out, x, weight, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *, mistake=None
 ):
@@ -312,6 +334,8 @@ def learner_linear_backward(grad_out, x, weight, *, mistake=None):
         grad_w = np.outer(grads[0], rows[0])
     if mistake == "bias-one-sample":
         grad_b = grads[0]
+    if mistake == "bias-grad-out-0":
+        grad_b = grad_out[0]
     if mistake == "bias-first-axis":
         grad_b = grad_out.sum(axis=0)
     if mistake == "mean":
@@ -476,7 +500,10 @@ WRONG_RULES = [
               ("weight-gradient-channels-swapped",)),
     WrongRule("conv: kernel not rotated", "conv2d_backward", _with(CONV, mistake="not-rotated"), ("kernel-not-rotated",)),
     WrongRule("conv: stride and dilation not swapped", "conv2d_backward", _with(CONV, mistake="stride-dilation"),
-              ("stride-dilation-not-swapped",)),
+              ("stride-dilation-not-swapped", "stride-dilation-not-swapped-cropped")),
+    WrongRule("conv: weight gradient by conv2d, stride and dilation not swapped", "conv2d_backward",
+              learner_conv2d_backward_weight_by_conv,
+              ("stride-dilation-not-swapped", "stride-dilation-not-swapped-cropped")),
     WrongRule("conv: padding k-1", "conv2d_backward", learner_conv2d_backward_full_correlation,
               ("padding-k-1", "padding-k-1-fitted")),
     WrongRule("conv: padding k-1, padding cropped", "conv2d_backward",
@@ -494,7 +521,8 @@ WRONG_RULES = [
     WrongRule("transpose: kernel rotated", "conv_transpose2d_backward", _with(TRANSPOSE, mistake="rotated"),
               ("kernel-rotated",)),
     WrongRule("transpose: stride and dilation not swapped", "conv_transpose2d_backward",
-              _with(TRANSPOSE, mistake="stride-dilation"), ("stride-dilation-not-swapped",)),
+              _with(TRANSPOSE, mistake="stride-dilation"),
+              ("stride-dilation-not-swapped", "stride-dilation-not-swapped-cropped")),
     WrongRule("transpose: weight gradient flipped", "conv_transpose2d_backward",
               _with(TRANSPOSE, mistake="weight-flipped"), ("weight-gradient-flipped",)),
     WrongRule("transpose: weight gradient of one sample", "conv_transpose2d_backward",
@@ -530,6 +558,9 @@ WRONG_RULES = [
               _with(learner_linear_backward, mistake="weight-one-sample"), ("weight-gradient-of-one-sample",)),
     WrongRule("linear: bias gradient of one sample", "linear_backward",
               _with(learner_linear_backward, mistake="bias-one-sample"), ("bias-gradient-of-one-sample",)),
+    WrongRule("linear: bias gradient grad_out[0]", "linear_backward",
+              _with(learner_linear_backward, mistake="bias-grad-out-0"),
+              ("bias-gradient-grad-out-0", "bias-gradient-of-one-sample")),
     WrongRule("linear: bias summed over the first axis", "linear_backward",
               _with(learner_linear_backward, mistake="bias-first-axis"), ("bias-gradient-first-axis-only",)),
     WrongRule("linear: averaged over the batch", "linear_backward", _with(learner_linear_backward, mistake="mean"),
