@@ -6,6 +6,7 @@ Usage::
 
 For every registered rule it checks the reference function itself (a full check: every table row
 in float64 and float32, then the random search with ``N`` examples) and prints the wall time,
+the CPU time of the process (the wall time grows on a shared machine, the CPU time much less),
 the number of cases run and the time per case. The first check of a process also pays the
 imports of hypothesis and the registry (reported on its own line). With ``--loops`` it also times
 the plain-loop twins of :mod:`cnnbp_ref.naive` (slower, as a learner's loop code would be), and
@@ -59,16 +60,18 @@ WRONG = {
 
 
 def time_check(fn: Callable, rule: str, seed: int, max_examples: int, repeat: int) -> dict[str, Any]:
-    times, report = [], None
+    times, cpu_times, report = [], [], None
     for _ in range(repeat):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         report = check_rule(fn, rule, seed=seed, max_examples=max_examples)
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
     seconds = statistics.median(times)
     return {
         "rule": rule,
         "function": getattr(fn, "__qualname__", repr(fn)),
         "seconds": seconds,
+        "cpu_seconds": statistics.median(cpu_times),
         "cases_run": report.cases_run,
         "ms_per_case": 1e3 * seconds / max(report.cases_run, 1),
         "passed": report.passed,
@@ -97,13 +100,15 @@ def main(argv: list[str] | None = None) -> int:
         jobs += [(fn, rule) for rule, fn in LOOP_TWINS.items()]
         jobs += [(fn, rule) for rule, fn in WRONG.items()]
     rows = []
-    print(f"{'rule':28s} {'function':32s} {'seconds':>8s} {'cases':>6s} {'ms/case':>8s}  result")
+    print(
+        f"{'rule':28s} {'function':32s} {'seconds':>8s} {'cpu s':>6s} {'cases':>6s} {'ms/case':>8s}  result"
+    )
     for fn, rule in jobs:
         row = time_check(fn, rule, args.seed, args.max_examples, args.repeat)
         rows.append(row)
         result = "passed" if row["passed"] else f"failed, hint {row['hint']}"
         print(
-            f"{rule:28s} {row['function'][:32]:32s} {row['seconds']:8.2f} {row['cases_run']:6d} "
+            f"{rule:28s} {row['function'][:32]:32s} {row['seconds']:8.2f} {row['cpu_seconds']:6.2f} {row['cases_run']:6d} "
             f"{row['ms_per_case']:8.2f}  {result}"
         )
     total = sum(row["seconds"] for row in rows)
