@@ -21,10 +21,25 @@ from cnnbp_ref.activations import (
     tanh,
     tanh_backward,
 )
+from cnnbp_ref.adaptive_pool import (
+    adaptive_avg_pool2d,
+    adaptive_avg_pool2d_backward,
+    max_unpool2d,
+    max_unpool2d_backward,
+)
 from cnnbp_ref.conv import conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward
+from cnnbp_ref.dropout import dropout, dropout2d, dropout2d_backward, dropout_backward
 from cnnbp_ref.gradcheck import check_gradient, numerical_gradient, relative_error
 from cnnbp_ref.linear import linear, linear_backward
 from cnnbp_ref.losses import cross_entropy, cross_entropy_backward, log_softmax, softmax
+from cnnbp_ref.normalization import (
+    batch_norm,
+    batch_norm_backward,
+    group_norm,
+    group_norm_backward,
+    layer_norm,
+    layer_norm_backward,
+)
 from cnnbp_ref.pooling import (
     avg_pool2d,
     avg_pool2d_backward,
@@ -32,12 +47,17 @@ from cnnbp_ref.pooling import (
     max_pool2d_argmax,
     max_pool2d_backward,
 )
+from cnnbp_ref.upsampling import interpolate, interpolate_backward
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool2d_backward",
     "avg_pool2d",
     "avg_pool2d_backward",
+    "batch_norm",
+    "batch_norm_backward",
     "check_gradient",
     "conv2d",
     "conv2d_backward",
@@ -45,7 +65,17 @@ __all__ = [
     "conv_transpose2d_backward",
     "cross_entropy",
     "cross_entropy_backward",
+    "dropout",
+    "dropout2d",
+    "dropout2d_backward",
+    "dropout_backward",
     "get_num_threads",
+    "group_norm",
+    "group_norm_backward",
+    "interpolate",
+    "interpolate_backward",
+    "layer_norm",
+    "layer_norm_backward",
     "leaky_relu",
     "leaky_relu_backward",
     "linear",
@@ -54,6 +84,8 @@ __all__ = [
     "max_pool2d",
     "max_pool2d_argmax",
     "max_pool2d_backward",
+    "max_unpool2d",
+    "max_unpool2d_backward",
     "nn",
     "numerical_gradient",
     "optim",
