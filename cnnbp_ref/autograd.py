@@ -4,11 +4,18 @@ micrograd's design on arrays: a :class:`Tensor` wraps an array of any supported 
 CuPy, ``array_api_strict``); every operation on Tensors returns a new Tensor that remembers its
 inputs and a closure, its vector-Jacobian product (VJP). ``loss.backward()`` visits the graph in
 reverse topological order, calls each closure with the gradient of its output and adds up (``+``)
-the gradients that arrive at a value used more than once. The closures call the derived rules
-(:func:`cnnbp_ref.conv.conv2d_backward`, :func:`cnnbp_ref.pooling.max_pool2d_backward`, ...); the
-engine holds no calculus of its own. The tensor operations between layers (add, multiply, sum,
-reshape, concatenation, slicing) have VJPs that are bookkeeping: undo a broadcast by summing,
-reshape back, split, scatter into zeros.
+the gradients that arrive at a value used more than once. The engine holds no calculus of its own:
+
+* the operations of the layers call ``cnnbp_ref``'s forward rule and, in their VJP, its
+  ``*_backward`` rule: ``conv2d``, ``conv_transpose2d``, ``max_pool2d``, ``avg_pool2d``,
+  ``adaptive_avg_pool2d``, ``max_unpool2d``, ``interpolate``, ``relu``, ``leaky_relu``,
+  ``sigmoid``, ``tanh``, ``linear`` (and ``matmul`` as ``linear(a, b^T)``), ``batch_norm``,
+  ``layer_norm``, ``group_norm``, ``dropout``, ``dropout2d``, ``cross_entropy``;
+* ``log_softmax`` takes its VJP from ``cross_entropy_backward`` (column ``c`` of log-softmax is
+  minus the cross-entropy with target ``c``), ``softmax`` from log-softmax's with ``exp``'s factor;
+* the operations between layers, ``+ - *``, ``sum``, ``mean``, ``reshape``, ``flatten``, ``cat``
+  and slicing, have VJPs that are bookkeeping: undo a broadcast by summing, reshape back, split,
+  scatter into zeros.
 
 >>> import numpy as np
 >>> from cnnbp_ref import autograd as ag
@@ -20,10 +27,12 @@ array([[1., 4.]])
 
 Semantics follow ``torch.autograd``: a scalar needs no ``grad`` argument; the graph is freed by
 ``backward`` unless ``retain_graph=True``; a leaf's ``.grad`` accumulates over ``backward`` calls
-until :func:`zero_grad`; :func:`no_grad` records nothing. :mod:`cnnbp_ref.nn` layers run on
-Tensors through :func:`layer_forward` (``forward(model, x)``): the layers' parameters become leaf
-Tensors, and each ``backward`` writes their ``.grad`` into the layer's ``grad_<name>`` attributes,
-so ``model.grads`` feeds :mod:`cnnbp_ref.optim` as after ``model.backward``.
+until :func:`zero_grad`; :func:`no_grad` records nothing. :mod:`cnnbp_ref.nn` models run on
+Tensors through :func:`forward` (``forward(model, x)``, or :func:`layer_forward` for one layer),
+one registered operation per layer type (:func:`register_layer` adds one): the layers'
+parameters become leaf Tensors, batch norm updates its running statistics as its ``forward``
+does, and each ``backward`` writes the parameters' ``.grad`` into the layers' ``grad_<name>``
+attributes, so ``model.grads`` feeds :mod:`cnnbp_ref.optim` as after ``model.backward``.
 
 Grad mode (:func:`no_grad`) is one switch for the whole process, not per thread.
 """
@@ -40,10 +49,12 @@ from types import ModuleType
 from typing import Any
 
 import array_api_compat
+import numpy as np
 
 from cnnbp_ref import activations, adaptive_pool, conv, losses, nn, normalization, pooling, upsampling
 from cnnbp_ref._backend import check_float_array, check_same_dtype, namespace
-from cnnbp_ref._checks import check_ndim, check_shape
+from cnnbp_ref._checks import Pair, check_ndim, check_shape
+from cnnbp_ref._typing import Array
 
 # The package's __init__ rebinds `cnnbp_ref.linear` (and may rebind `cnnbp_ref.dropout`) to the
 # function of that name, so these rules are imported by name.
@@ -118,7 +129,7 @@ class Tensor:
     Parameters
     ----------
     data : float32 or float64 array of any shape (NumPy, CuPy or array-API), used as is (no copy)
-    requires_grad : whether ``backward`` should compute ``dL/d(this tensor)`` into :attr:`grad`
+    requires_grad : whether ``backward`` should compute ``dL/d(this tensor)`` into ``.grad``
 
     A Tensor created by the user is a *leaf*; one returned by an operation is a node of the graph
     with the operation's inputs as ``parents`` and its VJP as ``vjp``.
@@ -127,7 +138,7 @@ class Tensor:
     __slots__ = ("_owner", "data", "freed", "grad", "op", "parents", "requires_grad", "vjp", "xp")
     __array_ufunc__ = None  # `ndarray + Tensor` defers to Tensor.__radd__ instead of looping over it
 
-    def __init__(self, data: Any, requires_grad: bool = False) -> None:
+    def __init__(self, data: Array, requires_grad: bool = False) -> None:
         if isinstance(data, Tensor):
             raise TypeError("data must be an array, got a Tensor (use tensor.detach() for a graph-free copy)")
         self.xp = namespace(data=data)  # the array library, found once
@@ -138,12 +149,12 @@ class Tensor:
         self.requires_grad = requires_grad
         self.grad: Any = None
         self.parents: tuple[Tensor, ...] = ()
-        self.vjp: Callable[[Any], Sequence[Any]] | None = None
+        self.vjp: Callable[[Array], Sequence[Array | None]] | None = None
         self.op = ""
         self.freed = False
         self._owner: tuple[weakref.ref, str] | None = None  # (layer, parameter name) for nn parameters
 
-    def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
+    def backward(self, grad: Tensor | Array | None = None, retain_graph: bool = False) -> None:
         """Accumulate ``d(self)/d(leaf)``, contracted with ``grad``, into every leaf's ``.grad``.
 
         Parameters
@@ -228,36 +239,36 @@ class Tensor:
         how = f", op={self.op!r}" if self.op else ""
         return f"Tensor(shape={self.shape}, dtype={self.dtype}, requires_grad={self.requires_grad}{how})"
 
-    def __add__(self, other: Any) -> Tensor:
+    def __add__(self, other: Tensor | Array | float) -> Tensor:
         return add(self, other)
 
-    def __radd__(self, other: Any) -> Tensor:
+    def __radd__(self, other: Tensor | Array | float) -> Tensor:
         return add(other, self)
 
-    def __sub__(self, other: Any) -> Tensor:
+    def __sub__(self, other: Tensor | Array | float) -> Tensor:
         return sub(self, other)
 
-    def __rsub__(self, other: Any) -> Tensor:
+    def __rsub__(self, other: Tensor | Array | float) -> Tensor:
         return sub(other, self)
 
     def __neg__(self) -> Tensor:
         return mul(self, -1.0)
 
-    def __mul__(self, other: Any) -> Tensor:
+    def __mul__(self, other: Tensor | Array | float) -> Tensor:
         return mul(self, other)
 
-    def __rmul__(self, other: Any) -> Tensor:
+    def __rmul__(self, other: Tensor | Array | float) -> Tensor:
         return mul(other, self)
 
-    def __truediv__(self, other: Any) -> Tensor:
+    def __truediv__(self, other: float) -> Tensor:
         if not _is_number(other):
             raise TypeError(f"a Tensor can only be divided by a Python number, got {type(other).__name__}")
         return mul(self, 1.0 / other)
 
-    def __matmul__(self, other: Any) -> Tensor:
+    def __matmul__(self, other: Tensor | Array) -> Tensor:
         return matmul(self, other)
 
-    def __rmatmul__(self, other: Any) -> Tensor:
+    def __rmatmul__(self, other: Tensor | Array) -> Tensor:
         return matmul(other, self)
 
     def __getitem__(self, key: Any) -> Tensor:
@@ -298,7 +309,9 @@ def _topological_order(root: Tensor) -> list[Tensor]:
     return order
 
 
-def _record(data: Any, op: str, parents: tuple[Tensor, ...], vjp: Callable[[Any], Sequence[Any]]) -> Tensor:
+def _record(
+    data: Array, op: str, parents: tuple[Tensor, ...], vjp: Callable[[Array], Sequence[Array | None]]
+) -> Tensor:
     """The output of an operation; in the graph when grad mode is on and an input requires grad.
 
     ``vjp(grad_out)`` returns one gradient per parent, in order (``None`` for none).
@@ -322,7 +335,7 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _tensor(name: str, value: Any) -> Tensor:
+def _tensor(name: str, value: Tensor | Array) -> Tensor:
     """``value`` as a Tensor: a Tensor as is, an array as a constant (``requires_grad=False``)."""
     if isinstance(value, Tensor):
         return value
@@ -331,11 +344,11 @@ def _tensor(name: str, value: Any) -> Tensor:
     return Tensor(value)
 
 
-def _optional(name: str, value: Any) -> Tensor | None:
+def _optional(name: str, value: Tensor | Array | None) -> Tensor | None:
     return None if value is None else _tensor(name, value)
 
 
-def _data(tensor: Tensor | None) -> Any:
+def _data(tensor: Tensor | None) -> Array | None:
     return None if tensor is None else tensor.data
 
 
@@ -368,7 +381,7 @@ def _needs_grad(operand: Tensor | float) -> bool:
     return isinstance(operand, Tensor) and operand.requires_grad
 
 
-def _value(operand: Tensor | float) -> Any:
+def _value(operand: Tensor | float) -> Array | float:
     return operand.data if isinstance(operand, Tensor) else operand
 
 
@@ -381,7 +394,7 @@ def _binary(op: str, data: Any, operands: tuple[Any, Any], grads: Callable[[Any]
     if data.dtype != parents[0].dtype:  # NumPy 1.x promotes a float32 0-d array with a Python float
         data = parents[0].xp.astype(data, parents[0].dtype)
 
-    def vjp(grad: Any) -> tuple[Any, ...]:
+    def vjp(grad: Array) -> tuple[Array, ...]:
         return tuple(g for o, g in zip(operands, grads(grad), strict=True) if isinstance(o, Tensor))
 
     return _record(data, op, parents, vjp)
@@ -391,7 +404,7 @@ def _binary(op: str, data: Any, operands: tuple[Any, Any], grads: Callable[[Any]
 # tensor operations: their VJPs move gradients around, they derive nothing
 
 
-def _unbroadcast(xp: Any, grad: Any, shape: tuple[int, ...]) -> Any:
+def _unbroadcast(xp: ModuleType, grad: Array, shape: tuple[int, ...]) -> Array:
     """Sum ``grad`` over the axes that broadcasting added or stretched, back to ``shape``."""
     extra = grad.ndim - len(shape)
     if extra:
@@ -404,11 +417,11 @@ def _shape(operand: Tensor | float) -> tuple[int, ...]:
     return operand.shape if isinstance(operand, Tensor) else ()
 
 
-def add(a: Any, b: Any) -> Tensor:
+def add(a: Tensor | Array | float, b: Tensor | Array | float) -> Tensor:
     """``a + b`` with broadcasting; Tensors, arrays or Python numbers (one library and dtype)."""
     xp, a, b = _operands(a, b)
 
-    def grads(grad: Any) -> tuple[Any, Any]:
+    def grads(grad: Array) -> tuple[Array | None, Array | None]:
         grad_a = _unbroadcast(xp, grad, _shape(a)) if _needs_grad(a) else None
         grad_b = _unbroadcast(xp, grad, _shape(b)) if _needs_grad(b) else None
         return grad_a, grad_b
@@ -416,11 +429,11 @@ def add(a: Any, b: Any) -> Tensor:
     return _binary("add", _value(a) + _value(b), (a, b), grads)
 
 
-def sub(a: Any, b: Any) -> Tensor:
+def sub(a: Tensor | Array | float, b: Tensor | Array | float) -> Tensor:
     """``a - b`` with broadcasting; Tensors, arrays or Python numbers (one library and dtype)."""
     xp, a, b = _operands(a, b)
 
-    def grads(grad: Any) -> tuple[Any, Any]:
+    def grads(grad: Array) -> tuple[Array | None, Array | None]:
         grad_a = _unbroadcast(xp, grad, _shape(a)) if _needs_grad(a) else None
         grad_b = _unbroadcast(xp, -grad, _shape(b)) if _needs_grad(b) else None
         return grad_a, grad_b
@@ -428,11 +441,11 @@ def sub(a: Any, b: Any) -> Tensor:
     return _binary("sub", _value(a) - _value(b), (a, b), grads)
 
 
-def mul(a: Any, b: Any) -> Tensor:
+def mul(a: Tensor | Array | float, b: Tensor | Array | float) -> Tensor:
     """``a * b`` elementwise with broadcasting; Tensors, arrays or Python numbers."""
     xp, a, b = _operands(a, b)
 
-    def grads(grad: Any) -> tuple[Any, Any]:
+    def grads(grad: Array) -> tuple[Array | None, Array | None]:
         grad_a = _unbroadcast(xp, grad * _value(b), _shape(a)) if _needs_grad(a) else None
         grad_b = _unbroadcast(xp, grad * _value(a), _shape(b)) if _needs_grad(b) else None
         return grad_a, grad_b
@@ -451,38 +464,38 @@ def _axes(axis: int | tuple[int, ...] | None, ndim: int) -> tuple[int, ...]:
     return tuple(int(a) % max(ndim, 1) for a in axes)
 
 
-def sum(x: Any, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+def sum(x: Tensor | Array, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
     """Sum over ``axis`` (all axes by default), like ``torch.sum``; ``(*)`` -> the reduced shape."""
     x = _tensor("x", x)
     xp = x.xp
     axes = _axes(axis, x.ndim)
     kept_shape = tuple(1 if d in axes else s for d, s in enumerate(x.shape))
 
-    def vjp(grad: Any) -> tuple[Any]:
+    def vjp(grad: Array) -> tuple[Array]:
         return (xp.zeros_like(x.data) + xp.reshape(grad, kept_shape),)  # every summand gets grad
 
     return _record(xp.sum(x.data, axis=axes, keepdims=keepdims), "sum", (x,), vjp)
 
 
-def mean(x: Any, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+def mean(x: Tensor | Array, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
     """Mean over ``axis`` (all axes by default), like ``torch.mean``: the sum divided by the count."""
     x = _tensor("x", x)
     count = math.prod(x.shape[d] for d in _axes(axis, x.ndim))
     return mul(sum(x, axis, keepdims), 1.0 / count)
 
 
-def reshape(x: Any, shape: Sequence[int]) -> Tensor:
+def reshape(x: Tensor | Array, shape: Sequence[int]) -> Tensor:
     """``x`` with a new shape of the same size (one entry may be ``-1``), like ``torch.reshape``."""
     x = _tensor("x", x)
     xp = x.xp
 
-    def vjp(grad: Any) -> tuple[Any]:
+    def vjp(grad: Array) -> tuple[Array]:
         return (xp.reshape(grad, x.shape),)
 
     return _record(xp.reshape(x.data, tuple(shape)), "reshape", (x,), vjp)
 
 
-def flatten(x: Any, start_dim: int = 1) -> Tensor:
+def flatten(x: Tensor | Array, start_dim: int = 1) -> Tensor:
     """``(d0, ..., d_{s-1}, d_s, ...)`` -> ``(d0, ..., d_{s-1}, d_s * ...)``, like ``torch.flatten(x, s)``.
 
     The default ``start_dim=1`` is :class:`cnnbp_ref.nn.Flatten`'s: ``(N, C, H, W)`` -> ``(N, C*H*W)``.
@@ -509,7 +522,7 @@ def cat(tensors: Sequence[Any], axis: int = 1) -> Tensor:
     ends = list(itertools.accumulate(t.shape[axis] for t in tensors))
     starts = [0, *ends[:-1]]
 
-    def vjp(grad: Any) -> list[Any]:
+    def vjp(grad: Array) -> list[Array]:
         lead = (slice(None),) * axis
         return [grad[(*lead, slice(s, e), ...)] for s, e in zip(starts, ends, strict=True)]
 
@@ -536,7 +549,7 @@ def _getitem(x: Tensor, key: Any) -> Tensor:
     key = _basic_key(key)
     xp = x.xp
 
-    def vjp(grad: Any) -> tuple[Any]:
+    def vjp(grad: Array) -> tuple[Array]:
         grad_x = xp.zeros(x.shape, dtype=x.dtype, device=array_api_compat.device(x.data))
         grad_x[key] = grad  # basic indexing picks each entry at most once: no sums needed
         return (grad_x,)
@@ -548,11 +561,11 @@ def _getitem(x: Tensor, key: Any) -> Tensor:
 # the derived rules: each forward calls cnnbp_ref's function, each VJP its *_backward
 
 
-def linear(x: Any, weight: Any, bias: Any = None) -> Tensor:
+def linear(x: Tensor | Array, weight: Tensor | Array, bias: Tensor | Array | None = None) -> Tensor:
     """``x @ weight^T + bias``, :func:`cnnbp_ref.linear.linear`; ``(*, in)`` -> ``(*, out)``."""
     x, weight, bias = _tensor("x", x), _tensor("weight", weight), _optional("bias", bias)
 
-    def vjp(grad: Any) -> tuple[Any, ...]:
+    def vjp(grad: Array) -> tuple[Array, ...]:
         grad_x, grad_weight, grad_bias = linear_backward(grad, x.data, weight.data)
         return (grad_x, grad_weight) if bias is None else (grad_x, grad_weight, grad_bias)
 
@@ -560,7 +573,7 @@ def linear(x: Any, weight: Any, bias: Any = None) -> Tensor:
     return _record(linear_rule(x.data, weight.data, _data(bias)), "linear", parents, vjp)
 
 
-def matmul(a: Any, b: Any) -> Tensor:
+def matmul(a: Tensor | Array, b: Tensor | Array) -> Tensor:
     """``a @ b`` for ``a: (*, k)`` and a matrix ``b: (k, n)``: the linear layer ``linear(a, b^T)``."""
     a, b = _tensor("a", a), _tensor("b", b)
     xp = _same_kind((a, b), ("a", "b"))
@@ -568,7 +581,7 @@ def matmul(a: Any, b: Any) -> Tensor:
         raise ValueError(f"b must be a 2-D matrix (k, n), got shape {b.shape}")
     weight = xp.matrix_transpose(b.data)  # (n, k): b as the weight of a linear layer
 
-    def vjp(grad: Any) -> tuple[Any, Any]:
+    def vjp(grad: Array) -> tuple[Array, Array]:
         grad_a, grad_weight, _ = linear_backward(grad, a.data, weight)
         return grad_a, xp.matrix_transpose(grad_weight)  # (k, n)
 
@@ -576,12 +589,12 @@ def matmul(a: Any, b: Any) -> Tensor:
 
 
 def conv2d(
-    x: Any,
-    weight: Any,
-    bias: Any = None,
-    stride: Any = 1,
-    padding: Any = 0,
-    dilation: Any = 1,
+    x: Tensor | Array,
+    weight: Tensor | Array,
+    bias: Tensor | Array | None = None,
+    stride: int | Pair = 1,
+    padding: int | Pair | str = 0,
+    dilation: int | Pair = 1,
     groups: int = 1,
 ) -> Tensor:
     """:func:`cnnbp_ref.conv.conv2d`: ``(N, C_in, H, W)`` -> ``(N, C_out, H_out, W_out)``.
@@ -591,7 +604,7 @@ def conv2d(
     x, weight, bias = _tensor("x", x), _tensor("weight", weight), _optional("bias", bias)
     options = (stride, padding, dilation, groups)
 
-    def vjp(grad: Any) -> tuple[Any, ...]:
+    def vjp(grad: Array) -> tuple[Array, ...]:
         grad_x, grad_weight, grad_bias = conv.conv2d_backward(grad, x.data, weight.data, *options)
         return (grad_x, grad_weight) if bias is None else (grad_x, grad_weight, grad_bias)
 
@@ -600,14 +613,14 @@ def conv2d(
 
 
 def conv_transpose2d(
-    x: Any,
-    weight: Any,
-    bias: Any = None,
-    stride: Any = 1,
-    padding: Any = 0,
-    output_padding: Any = 0,
+    x: Tensor | Array,
+    weight: Tensor | Array,
+    bias: Tensor | Array | None = None,
+    stride: int | Pair = 1,
+    padding: int | Pair = 0,
+    output_padding: int | Pair = 0,
     groups: int = 1,
-    dilation: Any = 1,
+    dilation: int | Pair = 1,
 ) -> Tensor:
     """:func:`cnnbp_ref.conv.conv_transpose2d`: ``(N, C_in, H, W)`` -> ``(N, C_out, H_out, W_out)``.
 
@@ -616,7 +629,7 @@ def conv_transpose2d(
     x, weight, bias = _tensor("x", x), _tensor("weight", weight), _optional("bias", bias)
     options = (stride, padding, output_padding, groups, dilation)
 
-    def vjp(grad: Any) -> tuple[Any, ...]:
+    def vjp(grad: Array) -> tuple[Array, ...]:
         grad_x, grad_weight, grad_bias = conv.conv_transpose2d_backward(grad, x.data, weight.data, *options)
         return (grad_x, grad_weight) if bias is None else (grad_x, grad_weight, grad_bias)
 
@@ -626,23 +639,28 @@ def conv_transpose2d(
 
 
 def max_pool2d(
-    x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False
+    x: Tensor | Array,
+    kernel_size: int | Pair,
+    stride: int | Pair | None = None,
+    padding: int | Pair = 0,
+    dilation: int | Pair = 1,
+    ceil_mode: bool = False,
 ) -> Tensor:
     """:func:`cnnbp_ref.pooling.max_pool2d`: ``(N, C, H, W)`` -> ``(N, C, OH, OW)``."""
     x = _tensor("x", x)
     options = (kernel_size, stride, padding, dilation, ceil_mode)
 
-    def vjp(grad: Any) -> tuple[Any]:
+    def vjp(grad: Array) -> tuple[Array]:
         return (pooling.max_pool2d_backward(grad, x.data, *options),)
 
     return _record(pooling.max_pool2d(x.data, *options), "max_pool2d", (x,), vjp)
 
 
 def avg_pool2d(
-    x: Any,
-    kernel_size: Any,
-    stride: Any = None,
-    padding: Any = 0,
+    x: Tensor | Array,
+    kernel_size: int | Pair,
+    stride: int | Pair | None = None,
+    padding: int | Pair = 0,
     ceil_mode: bool = False,
     count_include_pad: bool = True,
 ) -> Tensor:
@@ -650,7 +668,7 @@ def avg_pool2d(
     x = _tensor("x", x)
     options = (kernel_size, stride, padding, ceil_mode, count_include_pad)
 
-    def vjp(grad: Any) -> tuple[Any]:
+    def vjp(grad: Array) -> tuple[Array]:
         return (pooling.avg_pool2d_backward(grad, x.data, *options),)
 
     return _record(pooling.avg_pool2d(x.data, *options), "avg_pool2d", (x,), vjp)
@@ -659,35 +677,37 @@ def avg_pool2d(
 def _elementwise(name: str, forward_rule: Callable, backward_rule: Callable, x: Any, *args: Any) -> Tensor:
     x = _tensor("x", x)
 
-    def vjp(grad: Any) -> tuple[Any]:
+    def vjp(grad: Array) -> tuple[Array]:
         return (backward_rule(grad, x.data, *args),)
 
     return _record(forward_rule(x.data, *args), name, (x,), vjp)
 
 
-def relu(x: Any) -> Tensor:
+def relu(x: Tensor | Array) -> Tensor:
     """:func:`cnnbp_ref.activations.relu`, any shape."""
     return _elementwise("relu", activations.relu, activations.relu_backward, x)
 
 
-def leaky_relu(x: Any, negative_slope: float = 0.01) -> Tensor:
+def leaky_relu(x: Tensor | Array, negative_slope: float = 0.01) -> Tensor:
     """:func:`cnnbp_ref.activations.leaky_relu`, any shape."""
     return _elementwise(
         "leaky_relu", activations.leaky_relu, activations.leaky_relu_backward, x, negative_slope
     )
 
 
-def sigmoid(x: Any) -> Tensor:
+def sigmoid(x: Tensor | Array) -> Tensor:
     """:func:`cnnbp_ref.activations.sigmoid`, any shape."""
     return _elementwise("sigmoid", activations.sigmoid, activations.sigmoid_backward, x)
 
 
-def tanh(x: Any) -> Tensor:
+def tanh(x: Tensor | Array) -> Tensor:
     """:func:`cnnbp_ref.activations.tanh`, any shape."""
     return _elementwise("tanh", activations.tanh, activations.tanh_backward, x)
 
 
-def cross_entropy(logits: Any, target: Any, reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
+def cross_entropy(
+    logits: Tensor | Array, target: Array, reduction: str = "mean", label_smoothing: float = 0.0
+) -> Tensor:
     """:func:`cnnbp_ref.losses.cross_entropy`: ``logits: (N, C)`` and class indices ``target: (N,)``.
 
     ``target`` is an integer array (it gets no gradient). Returns a 0-d Tensor (``'mean'``,
@@ -695,14 +715,14 @@ def cross_entropy(logits: Any, target: Any, reduction: str = "mean", label_smoot
     """
     logits = _tensor("logits", logits)
 
-    def vjp(grad: Any) -> tuple[Any]:
+    def vjp(grad: Array) -> tuple[Array]:
         return (losses.cross_entropy_backward(logits.data, target, reduction, label_smoothing, grad),)
 
     data = losses.cross_entropy(logits.data, target, reduction, label_smoothing)
     return _record(data, "cross_entropy", (logits,), vjp)
 
 
-def _log_softmax_vjp(xp: Any, grad: Any, x: Any, axis: int) -> Any:
+def _log_softmax_vjp(xp: ModuleType, grad: Array, x: Array, axis: int) -> Array:
     """The VJP of ``log_softmax`` along ``axis``, from the cross-entropy rule.
 
     Column ``c`` of ``log_softmax(z)`` is ``-cross_entropy(z, c, reduction='none')``, so ``z`` feeds
@@ -727,19 +747,19 @@ def _log_softmax_vjp(xp: Any, grad: Any, x: Any, axis: int) -> Any:
     return xp.permute_dims(xp.reshape(grad_x, permuted_shape), tuple(order.index(d) for d in range(x.ndim)))
 
 
-def log_softmax(x: Any, axis: int = -1) -> Tensor:
+def log_softmax(x: Tensor | Array, axis: int = -1) -> Tensor:
     """:func:`cnnbp_ref.losses.log_softmax` along ``axis``, any shape; the VJP from the cross-entropy rule."""
     x = _tensor("x", x)
     data = losses.log_softmax(x.data, axis)  # validates x and axis
     xp, axis = x.xp, axis % x.ndim
 
-    def vjp(grad: Any) -> tuple[Any]:
+    def vjp(grad: Array) -> tuple[Array]:
         return (_log_softmax_vjp(xp, grad, x.data, axis),)
 
     return _record(data, "log_softmax", (x,), vjp)
 
 
-def softmax(x: Any, axis: int = -1) -> Tensor:
+def softmax(x: Tensor | Array, axis: int = -1) -> Tensor:
     """:func:`cnnbp_ref.losses.softmax` along ``axis``, any shape.
 
     ``softmax = exp(log_softmax)``: the VJP is the log-softmax one applied to ``grad * softmax(x)``,
@@ -749,13 +769,13 @@ def softmax(x: Any, axis: int = -1) -> Tensor:
     data = losses.softmax(x.data, axis)
     xp, axis = x.xp, axis % x.ndim
 
-    def vjp(grad: Any) -> tuple[Any]:
+    def vjp(grad: Array) -> tuple[Array]:
         return (_log_softmax_vjp(xp, grad * data, x.data, axis),)
 
     return _record(data, "softmax", (x,), vjp)
 
 
-def _array(value: Any) -> Any:
+def _array(value: Tensor | Array | None) -> Array | None:
     """An argument that gets no gradient (running statistics): an array, or a Tensor's array."""
     return value.data if isinstance(value, Tensor) else value
 
@@ -771,16 +791,16 @@ def _affine_grads(weight: Any, bias: Any, grads: tuple[Any, Any, Any]) -> tuple[
 
 
 def batch_norm(
-    x: Any,
-    running_mean: Any = None,
-    running_var: Any = None,
-    weight: Any = None,
-    bias: Any = None,
+    x: Tensor | Array,
+    running_mean: Tensor | Array | None = None,
+    running_var: Tensor | Array | None = None,
+    weight: Tensor | Array | None = None,
+    bias: Tensor | Array | None = None,
     training: bool = False,
     momentum: float | None = 0.1,
     eps: float = 1e-5,
     num_batches_tracked: int = 0,
-) -> tuple[Tensor, Any, Any]:
+) -> tuple[Tensor, Array | None, Array | None]:
     """:func:`cnnbp_ref.normalization.batch_norm`: ``(N, C, *)`` -> ``(y, new_running_mean, new_running_var)``.
 
     ``y`` is a Tensor; the running statistics (arrays, or ``None``) get no gradient, as in PyTorch.
@@ -800,7 +820,7 @@ def batch_norm(
         num_batches_tracked,
     )
 
-    def vjp(grad: Any) -> tuple[Any, ...]:
+    def vjp(grad: Array) -> tuple[Array, ...]:
         grads = normalization.batch_norm_backward(
             grad, x.data, running_mean, running_var, _data(weight), training, eps
         )
@@ -810,7 +830,11 @@ def batch_norm(
 
 
 def layer_norm(
-    x: Any, normalized_shape: Any, weight: Any = None, bias: Any = None, eps: float = 1e-5
+    x: Tensor | Array,
+    normalized_shape: int | tuple[int, ...],
+    weight: Tensor | Array | None = None,
+    bias: Tensor | Array | None = None,
+    eps: float = 1e-5,
 ) -> Tensor:
     """:func:`cnnbp_ref.normalization.layer_norm` over the trailing ``normalized_shape`` axes of ``x``.
 
@@ -819,14 +843,20 @@ def layer_norm(
     x, weight, bias = _tensor("x", x), _optional("weight", weight), _optional("bias", bias)
     y = normalization.layer_norm(x.data, normalized_shape, _data(weight), _data(bias), eps)
 
-    def vjp(grad: Any) -> tuple[Any, ...]:
+    def vjp(grad: Array) -> tuple[Array, ...]:
         grads = normalization.layer_norm_backward(grad, x.data, normalized_shape, _data(weight), eps)
         return _affine_grads(weight, bias, grads)
 
     return _record(y, "layer_norm", _affine_parents(x, weight, bias), vjp)
 
 
-def group_norm(x: Any, num_groups: int, weight: Any = None, bias: Any = None, eps: float = 1e-5) -> Tensor:
+def group_norm(
+    x: Tensor | Array,
+    num_groups: int,
+    weight: Tensor | Array | None = None,
+    bias: Tensor | Array | None = None,
+    eps: float = 1e-5,
+) -> Tensor:
     """:func:`cnnbp_ref.normalization.group_norm`: ``(N, C, *)``, ``C`` in ``num_groups`` groups.
 
     ``weight``, ``bias``: ``(C,)`` or ``None``; as ``F.group_norm``.
@@ -834,14 +864,16 @@ def group_norm(x: Any, num_groups: int, weight: Any = None, bias: Any = None, ep
     x, weight, bias = _tensor("x", x), _optional("weight", weight), _optional("bias", bias)
     y = normalization.group_norm(x.data, num_groups, _data(weight), _data(bias), eps)
 
-    def vjp(grad: Any) -> tuple[Any, ...]:
+    def vjp(grad: Array) -> tuple[Array, ...]:
         grads = normalization.group_norm_backward(grad, x.data, num_groups, _data(weight), eps)
         return _affine_grads(weight, bias, grads)
 
     return _record(y, "group_norm", _affine_parents(x, weight, bias), vjp)
 
 
-def dropout(x: Any, p: float = 0.5, training: bool = True, rng: Any = None) -> tuple[Tensor, Any]:
+def dropout(
+    x: Tensor | Array, p: float = 0.5, training: bool = True, rng: np.random.Generator | None = None
+) -> tuple[Tensor, Array | None]:
     """:func:`cnnbp_ref.dropout.dropout`, any shape: ``(y, mask)``, ``mask`` the keep-mask drawn.
 
     ``rng`` is a ``numpy.random.Generator`` (needed when training with ``0 < p < 1``); ``mask`` is
@@ -850,35 +882,42 @@ def dropout(x: Any, p: float = 0.5, training: bool = True, rng: Any = None) -> t
     x = _tensor("x", x)
     y, mask = dropout_rule(x.data, p, training, rng)
 
-    def vjp(grad: Any) -> tuple[Any]:
+    def vjp(grad: Array) -> tuple[Array]:
         return (dropout_backward(grad, mask, p),)
 
     return _record(y, "dropout", (x,), vjp), mask
 
 
-def dropout2d(x: Any, p: float = 0.5, training: bool = True, rng: Any = None) -> tuple[Tensor, Any]:
+def dropout2d(
+    x: Tensor | Array, p: float = 0.5, training: bool = True, rng: np.random.Generator | None = None
+) -> tuple[Tensor, Array | None]:
     """:func:`cnnbp_ref.dropout.dropout2d`: whole channels of ``(N, C, H, W)``; ``(y, mask)``."""
     x = _tensor("x", x)
     y, mask = dropout2d_rule(x.data, p, training, rng)
 
-    def vjp(grad: Any) -> tuple[Any]:
+    def vjp(grad: Array) -> tuple[Array]:
         return (dropout2d_backward(grad, mask, p),)
 
     return _record(y, "dropout2d", (x,), vjp), mask
 
 
-def adaptive_avg_pool2d(x: Any, output_size: Any) -> Tensor:
+def adaptive_avg_pool2d(x: Tensor | Array, output_size: int | tuple[int | None, int | None]) -> Tensor:
     """:func:`cnnbp_ref.adaptive_pool.adaptive_avg_pool2d`: ``(N, C, H, W)`` -> ``(N, C, OH, OW)``."""
     x = _tensor("x", x)
 
-    def vjp(grad: Any) -> tuple[Any]:
+    def vjp(grad: Array) -> tuple[Array]:
         return (adaptive_pool.adaptive_avg_pool2d_backward(grad, x.data, output_size),)
 
     return _record(adaptive_pool.adaptive_avg_pool2d(x.data, output_size), "adaptive_avg_pool2d", (x,), vjp)
 
 
 def max_unpool2d(
-    x: Any, indices: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, output_size: Any = None
+    x: Tensor | Array,
+    indices: Array,
+    kernel_size: int | Pair,
+    stride: int | Pair | None = None,
+    padding: int | Pair = 0,
+    output_size: tuple[int, ...] | None = None,
 ) -> Tensor:
     """:func:`cnnbp_ref.adaptive_pool.max_unpool2d`: ``(N, C, H, W)`` -> ``(N, C, OH, OW)``.
 
@@ -887,16 +926,16 @@ def max_unpool2d(
     x = _tensor("x", x)
     options = (kernel_size, stride, padding, output_size)
 
-    def vjp(grad: Any) -> tuple[Any]:
+    def vjp(grad: Array) -> tuple[Array]:
         return (adaptive_pool.max_unpool2d_backward(grad, x.data, indices, *options),)
 
     return _record(adaptive_pool.max_unpool2d(x.data, indices, *options), "max_unpool2d", (x,), vjp)
 
 
 def interpolate(
-    x: Any,
-    size: Any = None,
-    scale_factor: Any = None,
+    x: Tensor | Array,
+    size: int | Pair | None = None,
+    scale_factor: float | tuple[float, float] | None = None,
     mode: str = "nearest",
     align_corners: bool | None = None,
 ) -> Tensor:
@@ -904,7 +943,7 @@ def interpolate(
     x = _tensor("x", x)
     options = (size, scale_factor, mode, align_corners)
 
-    def vjp(grad: Any) -> tuple[Any]:
+    def vjp(grad: Array) -> tuple[Array]:
         return (upsampling.interpolate_backward(grad, x.data, *options),)
 
     return _record(upsampling.interpolate(x.data, *options), "interpolate", (x,), vjp)
@@ -927,7 +966,7 @@ def register_layer(layer_type: type) -> Callable:
     return register
 
 
-def _parameter(layer: Any, name: str) -> Tensor | None:
+def _parameter(layer: nn.Layer, name: str) -> Tensor | None:
     """The leaf Tensor of ``layer``'s parameter ``name`` (``None`` when the layer has none, e.g. no bias).
 
     One leaf per parameter array, kept while the layer lives, so that a layer used twice in a graph
@@ -945,7 +984,7 @@ def _parameter(layer: Any, name: str) -> Tensor | None:
     return leaf
 
 
-def layer_forward(layer: Any, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+def layer_forward(layer: nn.Layer, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
     """Run a :mod:`cnnbp_ref.nn` layer (or container) on a Tensor, recording the graph.
 
     What ``layer(x, *args, **kwargs)`` does for a Tensor ``x`` (the extra arguments of
@@ -962,12 +1001,12 @@ def layer_forward(layer: Any, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
     return op(layer, x, *args, **kwargs)
 
 
-def forward(model: Any, x: Any) -> Tensor:
+def forward(model: nn.Layer, x: Tensor | Array) -> Tensor:
     """``model``'s forward on ``x`` (an array becomes a constant Tensor), recorded for ``backward``."""
     return layer_forward(model, _tensor("x", x))
 
 
-def _layers(root: Any) -> Iterator[Any]:
+def _layers(root: nn.Layer) -> Iterator[nn.Layer]:
     """``root`` and every layer it contains, through :meth:`cnnbp_ref.nn.Layer.children`."""
     stack = [root]
     while stack:
@@ -976,7 +1015,7 @@ def _layers(root: Any) -> Iterator[Any]:
         stack.extend([child for _, child in layer.children()])
 
 
-def zero_grad(*items: Any) -> None:
+def zero_grad(*items: Tensor | nn.Layer) -> None:
     """Forget accumulated gradients: of Tensors (``.grad = None``), or of every parameter of layers.
 
     For a layer (and all the layers it contains) both the leaf Tensors' ``.grad`` and the layer's
@@ -1094,5 +1133,20 @@ register_layer(nn.AdaptiveAvgPool2d)(lambda layer, x: adaptive_avg_pool2d(x, lay
 
 
 @register_layer(nn.MaxUnpool2d)
-def _max_unpool2d_layer(layer: nn.MaxUnpool2d, x: Tensor, indices: Any, output_size: Any = None) -> Tensor:
+def _max_unpool2d_layer(layer: nn.MaxUnpool2d, x: Tensor, indices: Array, output_size: Any = None) -> Tensor:
     return max_unpool2d(x, indices, layer.kernel_size, layer.stride, layer.padding, output_size)
+
+
+@register_layer(nn.Dropout)
+def _dropout_layer(layer: nn.Dropout, x: Tensor) -> Tensor:
+    return dropout(x, layer.p, layer.training, layer.generator)[0]  # the layer's generator draws
+
+
+@register_layer(nn.Dropout2d)
+def _dropout2d_layer(layer: nn.Dropout2d, x: Tensor) -> Tensor:
+    return dropout2d(x, layer.p, layer.training, layer.generator)[0]
+
+
+@register_layer(nn.Upsample)
+def _upsample_layer(layer: nn.Upsample, x: Tensor) -> Tensor:
+    return interpolate(x, layer.size, layer.scale_factor, layer.mode, layer.align_corners)

@@ -1006,6 +1006,15 @@ LAYERS = [
     ("group_norm", lambda: nn.GroupNorm(2, 4, dtype=F64), (2, 4, 3, 3)),
     ("layer_norm", lambda: nn.LayerNorm((3, 3), dtype=F64), (2, 4, 3, 3)),
     ("adaptive_avg_pool", lambda: nn.AdaptiveAvgPool2d((2, 3)), (2, 2, 5, 7)),
+    ("dropout", lambda: nn.Dropout(0.3, rng=8), (4, 5, 3)),
+    ("dropout-eval", lambda: nn.Dropout(0.3, rng=8).eval(), (4, 5)),
+    ("dropout2d", lambda: nn.Dropout2d(0.5, rng=9), (3, 4, 2, 2)),
+    ("upsample-nearest", lambda: nn.Upsample(scale_factor=2), (2, 2, 3, 4)),
+    (
+        "upsample-bilinear",
+        lambda: nn.Upsample(size=(5, 7), mode="bilinear", align_corners=True),
+        (2, 2, 3, 4),
+    ),
     (
         "residual-identity",
         lambda: nn.Residual(nn.Sequential(nn.Conv2d(3, 3, 3, padding=1, rng=4, dtype=F64), nn.Tanh())),
