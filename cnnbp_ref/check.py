@@ -759,7 +759,13 @@ def check_rule(
     if isinstance(max_examples, bool) or not isinstance(max_examples, (int, np.integer)) or max_examples < 0:
         raise ValueError(f"max_examples must be a non-negative int, got {max_examples!r}")
     hypothesis = _hypothesis()
-    seed = int(seed)
+    # NaN and inf in a learner's output are findings, not reasons for NumPy to warn (or, under a
+    # warnings-as-errors test runner, to raise)
+    with np.errstate(all="ignore"):
+        return _check(entry, fn, int(seed), max_examples, hypothesis)
+
+
+def _check(entry: Rule, fn: Callable, seed: int, max_examples: int, hypothesis: Any) -> Report:
     start = time.perf_counter()
     outcomes: list[_Outcome] = []
     runs = 0

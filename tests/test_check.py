@@ -11,6 +11,7 @@ the errors of bad calls, determinism and the registry are pinned down.
 from __future__ import annotations
 
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -303,6 +304,19 @@ def test_shape_dtype_nan_mutation_and_structure_failures():
     assert (
         failure.kind == "structure" and "expected a tuple (grad_x, grad_weight, grad_bias)" in failure.message
     )
+
+
+def test_overflowing_learners_are_graded_under_warnings_as_errors():
+    """The learner's overflow (and the comparisons with its inf and NaN) raise no warning."""
+
+    def overflowing(grad_out, x):
+        e = np.exp(-x)  # inf for very negative x
+        return grad_out * e / (1 + e) ** 2  # inf / inf = NaN there
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = check_rule(overflowing, "sigmoid_backward", seed=0)
+    assert report.failure.kind == "nonfinite" and report.hint is None
 
 
 def test_float32_inputs_must_give_float32_and_float64_must_be_computed_in_float64():
