@@ -8,7 +8,8 @@ the columns. Windows of neighbouring outputs may overlap by a pixel when ``OH`` 
 ``H``; ``OH = OW = 1`` is global average pooling. Since the window is a product of a row range
 and a column range, the map is *separable*: ``Y = A_h X A_w^T`` for each ``(n, c)`` plane, with
 ``A[i, h] = 1/len_i`` inside window ``i`` and 0 elsewhere: the forward is two matrix products
-(:func:`apply_per_axis`) and the backward the transposed map ``grad_X = A_h^T grad_Y A_w``.
+(:func:`apply_per_axis`) and the backward the transposed map ``grad_X = A_h^T grad_Y A_w``
+(global pooling, ``1 x 1``, is a plain mean and a broadcast).
 When ``x`` holds a NaN or an infinity the products would spread it over whole rows
 (``0 * inf = NaN``), so the forward then sums each window's entries instead
 (:func:`_window_sums`, one gather per window offset) and the value stays in its own windows,
@@ -151,6 +152,8 @@ def adaptive_avg_pool2d(x: Array, output_size: int | tuple[int | None, int | Non
     _, _, h, w = _check_planes(xp, x)
     oh, ow = _check_output_size(output_size, (h, w))
     device = array_api_compat.device(x)
+    if (oh, ow) == (1, 1):  # global average pooling: each plane's mean
+        return xp.mean(x, axis=(2, 3), keepdims=True)
     if bool(xp.all(xp.isfinite(x))):  # A_h x A_w^T: two matrix products
         rows = _averaging_matrix(xp, h, oh, x.dtype, device)  # (OH, H)
         cols = _averaging_matrix(xp, w, ow, x.dtype, device)  # (OW, W)
@@ -190,6 +193,8 @@ def adaptive_avg_pool2d_backward(
     n, c, h, w = _check_planes(xp, x)
     oh, ow = _check_output_size(output_size, (h, w))
     check_grad_out(xp, grad_out, x, (n, c, oh, ow))
+    if (oh, ow) == (1, 1):  # global average pooling: every pixel gets 1 / (H W) of its plane's
+        return xp.asarray(xp.broadcast_to(grad_out / (h * w), (n, c, h, w)), copy=True)
     device = array_api_compat.device(x)
     rows = _averaging_matrix(xp, h, oh, x.dtype, device)  # (OH, H)
     cols = _averaging_matrix(xp, w, ow, x.dtype, device)  # (OW, W)

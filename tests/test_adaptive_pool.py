@@ -340,6 +340,8 @@ def test_unpool_results_stay_on_the_inputs_device():
         (max_unpool2d_backward, (grad_out, x, indices), options),
         (adaptive_avg_pool2d, (adaptive_x, output_size), {}),
         (adaptive_avg_pool2d_backward, (adaptive_grad, adaptive_x, output_size), {}),
+        (adaptive_avg_pool2d, (adaptive_x, 1), {}),  # global pooling has its own branch
+        (adaptive_avg_pool2d_backward, (adaptive_grad[..., :1, :1], adaptive_x, 1), {}),
     ]
     for fn, args, kwargs in calls:
         moved = [strict.asarray(a, device=device) if isinstance(a, np.ndarray) else a for a in args]
