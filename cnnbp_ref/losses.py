@@ -21,10 +21,17 @@ from typing import Any
 import array_api_compat
 
 from cnnbp_ref._backend import check_float_array, check_same_dtype, namespace
-from cnnbp_ref._checks import check_ndim, check_shape
+from cnnbp_ref._checks import check_grad_out, check_ndim, check_shape
 from cnnbp_ref._typing import Array
 
-__all__ = ["cross_entropy", "cross_entropy_backward", "log_softmax", "softmax"]
+__all__ = [
+    "cross_entropy",
+    "cross_entropy_backward",
+    "log_softmax",
+    "log_softmax_backward",
+    "softmax",
+    "softmax_backward",
+]
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -92,6 +99,55 @@ def log_softmax(x: Array, axis: int = -1) -> Array:
         return xp.zeros_like(x)
     shifted = _shifted(xp, x, axis)
     return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+
+
+def _check_softmax_backward_args(grad_out: Array, x: Array, axis: Any) -> ModuleType:
+    xp = _check_softmax_args(x, axis)
+    namespace(grad_out=grad_out, x=x)  # one array library for both
+    check_grad_out(xp, grad_out, x, tuple(x.shape))
+    return xp
+
+
+def softmax_backward(grad_out: Array, x: Array, axis: int = -1) -> Array:
+    """Gradient of :func:`softmax` along ``axis``: ``P * (grad_out - sum(grad_out * P))``.
+
+    With ``P = softmax(x)``, the Jacobian of one row is ``diag(P) - P P^T``, so the
+    vector-Jacobian product needs no matrix: ``x_bar = P * (y_bar - <y_bar, P>)``, the inner
+    product taken along ``axis`` (chapter 3 derives it). Matches autograd of ``torch.softmax``.
+
+    Parameters
+    ----------
+    grad_out : (*) the upstream gradient, ``x``'s shape and dtype
+    x : (*) float32 or float64 array, the input of the forward pass
+    axis : int, the axis the forward pass normalised
+
+    Returns
+    -------
+    grad_x : (*) array of ``x``'s dtype
+    """
+    xp = _check_softmax_backward_args(grad_out, x, axis)
+    p = softmax(x, axis)
+    return p * (grad_out - xp.sum(grad_out * p, axis=axis, keepdims=True))
+
+
+def log_softmax_backward(grad_out: Array, x: Array, axis: int = -1) -> Array:
+    """Gradient of :func:`log_softmax` along ``axis``: ``grad_out - P * sum(grad_out)``.
+
+    The Jacobian of one row of ``log_softmax`` is ``I - 1 P^T`` with ``P = softmax(x)``, so
+    ``x_bar = y_bar - P * sum(y_bar)`` along ``axis``. Matches autograd of ``torch.log_softmax``.
+
+    Parameters
+    ----------
+    grad_out : (*) the upstream gradient, ``x``'s shape and dtype
+    x : (*) float32 or float64 array, the input of the forward pass
+    axis : int, the axis the forward pass normalised
+
+    Returns
+    -------
+    grad_x : (*) array of ``x``'s dtype
+    """
+    xp = _check_softmax_backward_args(grad_out, x, axis)
+    return grad_out - softmax(x, axis) * xp.sum(grad_out, axis=axis, keepdims=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,7 +11,14 @@ from hypothesis.extra import numpy as hnp
 
 from cnnbp_ref.cases import CE_CONFIGS
 from cnnbp_ref.gradcheck import check_gradient
-from cnnbp_ref.losses import cross_entropy, cross_entropy_backward, log_softmax, softmax
+from cnnbp_ref.losses import (
+    cross_entropy,
+    cross_entropy_backward,
+    log_softmax,
+    log_softmax_backward,
+    softmax,
+    softmax_backward,
+)
 
 # The torch fixture is a module: there is nothing to reset between hypothesis examples.
 torch_hypothesis = settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -94,6 +101,89 @@ def test_random_softmax_problems_match_torch(torch, data, name, shape, scale):
     axis = data.draw(st.integers(-len(shape), len(shape) - 1), label="axis")
     x = scale * data.draw(hnp.arrays(np.float64, shape, elements=st.floats(-1.0, 1.0)), label="x")
     assert_close_f64(SOFTMAXES[name](x, axis=axis), torch_softmax(torch, name, x, axis))
+
+
+# ---------------------------------------------------------------------------------------------
+# softmax_backward and log_softmax_backward
+
+SOFTMAX_BACKWARDS = {
+    "softmax": (softmax, softmax_backward),
+    "log_softmax": (log_softmax, log_softmax_backward),
+}
+
+
+def torch_softmax_grad(torch, name, x, axis, grad_out):
+    x_t = to_torch(torch, x)
+    getattr(torch, name)(x_t, dim=axis).backward(torch.from_numpy(grad_out))
+    return x_t.grad.numpy()
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("scale", [1.0, 1e4], ids=["unit", "x1e4"])
+@pytest.mark.parametrize("config", SOFTMAX_CONFIGS, ids=softmax_id)
+@pytest.mark.parametrize("name", SOFTMAX_BACKWARDS)
+def test_softmax_backward_matches_torch_float64(torch, rng, name, config, scale):
+    shape, axis = config
+    x, grad_out = scale * rng.standard_normal(shape), rng.standard_normal(shape)
+    grad_x = SOFTMAX_BACKWARDS[name][1](grad_out, x, axis=axis)
+    assert grad_x.shape == shape and np.all(np.isfinite(grad_x))
+    assert_close_f64(grad_x, torch_softmax_grad(torch, name, x, axis, grad_out))
+
+
+@pytest.mark.parametrize("config", [c for c in SOFTMAX_CONFIGS if 0 not in c[0]], ids=softmax_id)
+@pytest.mark.parametrize("name", SOFTMAX_BACKWARDS)
+def test_softmax_backward_matches_finite_differences(rng, name, config):
+    shape, axis = config
+    forward, backward = SOFTMAX_BACKWARDS[name]
+    x, grad_out = rng.standard_normal(shape), rng.standard_normal(shape)
+    check_gradient(
+        lambda z: float(np.sum(grad_out * forward(z, axis=axis))), x, backward(grad_out, x, axis=axis)
+    )
+
+
+def test_softmax_backward_is_the_jacobian_product(rng):
+    """Against the explicit Jacobians diag(p) - p p^T and I - 1 p^T, row by row."""
+    x, grad_out = rng.standard_normal((3, 5)), rng.standard_normal((3, 5))
+    for row in range(3):
+        p = softmax(x[row])
+        softmax_jacobian = np.diag(p) - np.outer(p, p)
+        log_softmax_jacobian = np.eye(5) - np.outer(np.ones(5), p)
+        np.testing.assert_allclose(
+            softmax_backward(grad_out, x)[row], grad_out[row] @ softmax_jacobian, atol=1e-14
+        )
+        np.testing.assert_allclose(
+            log_softmax_backward(grad_out, x)[row], grad_out[row] @ log_softmax_jacobian, atol=1e-14
+        )
+
+
+@pytest.mark.parametrize("name", SOFTMAX_BACKWARDS)
+def test_softmax_backward_float32_namespaces_and_no_mutation(xp, rng, name):
+    backward = SOFTMAX_BACKWARDS[name][1]
+    x64, g64 = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 3, 4))
+    expected = backward(g64, x64, axis=1)
+    x, g = xp.asarray(x64.astype(np.float32)), xp.asarray(g64.astype(np.float32))
+    x_copy, g_copy = np.copy(to_numpy(x)), np.copy(to_numpy(g))
+    grad_x = backward(g, x, axis=1)
+    assert grad_x.dtype == xp.float32
+    np.testing.assert_allclose(to_numpy(grad_x), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(to_numpy(x), x_copy)
+    np.testing.assert_array_equal(to_numpy(g), g_copy)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "pattern"),
+    [
+        (lambda: softmax_backward(np.ones((4, 4)), Z), ValueError, r"grad_out must have shape \(4, 5\), got \(4, 4\)"),
+        (lambda: log_softmax_backward(Z.astype(np.float32), Z), TypeError, r"grad_out has dtype float32 but x has dtype float64"),
+        (lambda: softmax_backward(Z, Z, axis=2), ValueError, r"axis must be in \[-2, 2\)"),
+        (lambda: log_softmax_backward(Z.tolist(), Z), TypeError, r"grad_out must be an array"),
+        (lambda: softmax_backward(Z, Z.astype(np.int64)), TypeError, r"x must have dtype float32"),
+    ],
+    ids=["grad-shape", "grad-dtype", "axis", "grad-list", "x-int"],
+)  # fmt: skip
+def test_softmax_backward_bad_inputs(call, error, pattern):
+    with pytest.raises(error, match=pattern):
+        call()
 
 
 # ---------------------------------------------------------------------------------------------
