@@ -9,7 +9,7 @@ on NumPy and CuPy arrays (and any array-API namespace): the namespace comes from
 4.0
 """
 
-from cnnbp_ref import nn, optim
+from cnnbp_ref import autograd, nn, optim
 from cnnbp_ref._parallel import get_num_threads, set_num_threads
 from cnnbp_ref.activations import (
     leaky_relu,
@@ -31,7 +31,14 @@ from cnnbp_ref.conv import conv2d, conv2d_backward, conv_transpose2d, conv_trans
 from cnnbp_ref.dropout import dropout, dropout2d, dropout2d_backward, dropout_backward
 from cnnbp_ref.gradcheck import check_gradient, numerical_gradient, relative_error
 from cnnbp_ref.linear import linear, linear_backward
-from cnnbp_ref.losses import cross_entropy, cross_entropy_backward, log_softmax, softmax
+from cnnbp_ref.losses import (
+    cross_entropy,
+    cross_entropy_backward,
+    log_softmax,
+    log_softmax_backward,
+    softmax,
+    softmax_backward,
+)
 from cnnbp_ref.normalization import (
     batch_norm,
     batch_norm_backward,
@@ -54,6 +61,7 @@ __version__ = "0.1.0"
 __all__ = [
     "adaptive_avg_pool2d",
     "adaptive_avg_pool2d_backward",
+    "autograd",
     "avg_pool2d",
     "avg_pool2d_backward",
     "batch_norm",
@@ -81,6 +89,7 @@ __all__ = [
     "linear",
     "linear_backward",
     "log_softmax",
+    "log_softmax_backward",
     "max_pool2d",
     "max_pool2d_argmax",
     "max_pool2d_backward",
@@ -96,6 +105,7 @@ __all__ = [
     "sigmoid",
     "sigmoid_backward",
     "softmax",
+    "softmax_backward",
     "tanh",
     "tanh_backward",
 ]

@@ -10,9 +10,8 @@ the gradients that arrive at a value used more than once. The engine holds no ca
   ``*_backward`` rule: ``conv2d``, ``conv_transpose2d``, ``max_pool2d``, ``avg_pool2d``,
   ``adaptive_avg_pool2d``, ``max_unpool2d``, ``interpolate``, ``relu``, ``leaky_relu``,
   ``sigmoid``, ``tanh``, ``linear`` (and ``matmul`` as ``linear(a, b^T)``), ``batch_norm``,
-  ``layer_norm``, ``group_norm``, ``dropout``, ``dropout2d``, ``cross_entropy``;
-* ``log_softmax`` takes its VJP from ``cross_entropy_backward`` (column ``c`` of log-softmax is
-  minus the cross-entropy with target ``c``), ``softmax`` from log-softmax's with ``exp``'s factor;
+  ``layer_norm``, ``group_norm``, ``dropout``, ``dropout2d``, ``cross_entropy``, ``softmax``,
+  ``log_softmax``;
 * the operations between layers, ``+ - *``, ``sum``, ``mean``, ``reshape``, ``flatten``, ``cat``
   and slicing, have VJPs that are bookkeeping: undo a broadcast by summing, reshape back, split,
   scatter into zeros.
@@ -722,55 +721,24 @@ def cross_entropy(
     return _record(data, "cross_entropy", (logits,), vjp)
 
 
-def _log_softmax_vjp(xp: ModuleType, grad: Array, x: Array, axis: int) -> Array:
-    """The VJP of ``log_softmax`` along ``axis``, from the cross-entropy rule.
-
-    Column ``c`` of ``log_softmax(z)`` is ``-cross_entropy(z, c, reduction='none')``, so ``z`` feeds
-    ``C`` cross-entropies and the VJP is the sum of theirs (the fan-out rule of the engine):
-    ``sum_c cross_entropy_backward(z, c, 'none', grad_out=-grad[:, c])``. All ``C`` calls are made as
-    one, on ``C`` stacked copies of ``z``: ``O(M C^2)`` work for ``M`` rows of ``C`` classes.
-    """
-    classes = int(x.shape[axis])
-    order = [d for d in range(x.ndim) if d != axis] + [axis]
-    rows = xp.reshape(xp.permute_dims(x, order), (-1, classes))  # (M, C), classes last
-    grad_rows = xp.reshape(xp.permute_dims(grad, order), (-1, classes))  # (M, C)
-    m = int(rows.shape[0])
-    if m * classes == 0:
-        return xp.zeros_like(x)
-    stacked = xp.reshape(xp.broadcast_to(rows[None, ...], (classes, m, classes)), (classes * m, classes))
-    class_ids = xp.arange(classes, dtype=xp.int64, device=array_api_compat.device(x))  # (C,)
-    target = xp.reshape(xp.broadcast_to(class_ids[:, None], (classes, m)), (classes * m,))  # (C*M,)
-    upstream = xp.reshape(-xp.permute_dims(grad_rows, (1, 0)), (classes * m,))  # (C*M,), -grad[:, c]
-    parts = losses.cross_entropy_backward(stacked, target, "none", 0.0, upstream)  # (C*M, C)
-    grad_x = xp.sum(xp.reshape(parts, (classes, m, classes)), axis=0)  # (M, C)
-    permuted_shape = tuple(int(x.shape[d]) for d in order)
-    return xp.permute_dims(xp.reshape(grad_x, permuted_shape), tuple(order.index(d) for d in range(x.ndim)))
-
-
 def log_softmax(x: Tensor | Array, axis: int = -1) -> Tensor:
-    """:func:`cnnbp_ref.losses.log_softmax` along ``axis``, any shape; the VJP from the cross-entropy rule."""
+    """:func:`cnnbp_ref.losses.log_softmax` along ``axis``, any shape; VJP :func:`~cnnbp_ref.losses.log_softmax_backward`."""
     x = _tensor("x", x)
     data = losses.log_softmax(x.data, axis)  # validates x and axis
-    xp, axis = x.xp, axis % x.ndim
 
     def vjp(grad: Array) -> tuple[Array]:
-        return (_log_softmax_vjp(xp, grad, x.data, axis),)
+        return (losses.log_softmax_backward(grad, x.data, axis),)
 
     return _record(data, "log_softmax", (x,), vjp)
 
 
 def softmax(x: Tensor | Array, axis: int = -1) -> Tensor:
-    """:func:`cnnbp_ref.losses.softmax` along ``axis``, any shape.
-
-    ``softmax = exp(log_softmax)``: the VJP is the log-softmax one applied to ``grad * softmax(x)``,
-    ``exp``'s VJP (cnnbp_ref has no ``softmax_backward`` rule; the book derives it in chapter 3).
-    """
+    """:func:`cnnbp_ref.losses.softmax` along ``axis``, any shape; VJP :func:`~cnnbp_ref.losses.softmax_backward`."""
     x = _tensor("x", x)
     data = losses.softmax(x.data, axis)
-    xp, axis = x.xp, axis % x.ndim
 
     def vjp(grad: Array) -> tuple[Array]:
-        return (_log_softmax_vjp(xp, grad * data, x.data, axis),)
+        return (losses.softmax_backward(grad, x.data, axis),)
 
     return _record(data, "softmax", (x,), vjp)
 

@@ -239,6 +239,11 @@ class Layer:
         raise NotImplementedError
 
     def __call__(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        """The forward pass; on a :class:`cnnbp_ref.autograd.Tensor` it is recorded for ``backward()``."""
+        from cnnbp_ref import autograd  # imported here: autograd imports this module
+
+        if isinstance(x, autograd.Tensor):
+            return autograd.layer_forward(self, x, *args, **kwargs)
         return self.forward(x, *args, **kwargs)
 
     def to(self, xp: ModuleType) -> Layer:
