@@ -1,6 +1,7 @@
 """The built-in rules of :mod:`cnnbp_ref.check`: how to draw each rule's inputs, its tables, its search.
 
-Importing this module registers the ten backward rules of cnnbp_ref. Each rule's table is the
+Importing this module registers the backward rules of cnnbp_ref (the ten of the first chapters,
+then the modern layers').  Each rule's table is the
 project's own test table from :mod:`cnnbp_ref.cases` (times the kinds of values that reach its
 corner cases: ties, all-negative windows, exact zeros at kinks, huge logits), and its search
 strategy draws valid configurations of the same families.
@@ -19,33 +20,53 @@ from cnnbp_ref.activations import (
     sigmoid_backward,
     tanh_backward,
 )
+from cnnbp_ref.adaptive_pool import (
+    adaptive_avg_pool2d,
+    adaptive_avg_pool2d_backward,
+    max_unpool2d,
+    max_unpool2d_backward,
+)
 from cnnbp_ref.cases import (
     ACTIVATION_CONFIGS,
     ACTIVATION_SHAPES,
+    ADAPTIVE_CASES,
     AVG_CASES,
+    BN_BACKWARD_CASES,
     CE_CONFIGS,
     CONV_CASES,
+    DROPOUT2D_CASES,
+    DROPOUT_CASES,
+    GN_BACKWARD_CASES,
+    INTERPOLATE_CASES,
     LINEAR_CONFIGS,
+    LN_BACKWARD_CASES,
     LOOP_CONV_CASES,
     LOOP_MAX_POOL_CASES,
     LOOP_POOL_CASES,
     LOOP_TRANSPOSE_CASES,
     MAX_CASES,
+    SOFTMAX_CASES,
     TRANSPOSE_CASES,
+    UNPOOL_CASES,
     ConvCase,
+    NormCase,
     PoolCase,
 )
 from cnnbp_ref.check import Call, register_rule
 from cnnbp_ref.conv import conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward
+from cnnbp_ref.dropout import dropout2d_backward, dropout_backward
 from cnnbp_ref.linear import linear_backward
-from cnnbp_ref.losses import cross_entropy_backward
+from cnnbp_ref.losses import cross_entropy_backward, log_softmax_backward, softmax_backward
+from cnnbp_ref.normalization import batch_norm_backward, group_norm_backward, layer_norm_backward
 from cnnbp_ref.pooling import (
     _pool_output_size,
     avg_pool2d,
     avg_pool2d_backward,
     max_pool2d,
+    max_pool2d_argmax,
     max_pool2d_backward,
 )
+from cnnbp_ref.upsampling import interpolate, interpolate_backward
 
 # ---------------------------------------------------------------------------------------------
 # convolution
@@ -381,5 +402,284 @@ for _name, _reference, _mistakes in (
         draw=_draw_activation,
         cases=_activation_cases(_name),
         configurations=lambda st, slope=(_name == "leaky_relu"): _activation_configurations(st, slope=slope),
+        mistakes=_mistakes,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# modern layers: normalisation, dropout, adaptive pooling and unpooling, upsampling, softmax
+
+
+def _draw_batch_norm(case: NormCase, rng: np.random.Generator) -> Call:
+    x = 1.5 * rng.standard_normal(case.x_shape) + 0.5
+    channels = case.x_shape[1]
+    running = case.running
+    options = {
+        "running_mean": rng.standard_normal(channels) if running else None,
+        "running_var": rng.uniform(0.5, 2.0, channels) if running else None,
+        "weight": rng.standard_normal(channels) if case.affine else None,
+        "training": case.axes,
+        "eps": case.eps,
+    }
+    return Call({"grad_out": rng.standard_normal(case.x_shape), "x": x}, options)
+
+
+def _draw_layer_norm(case: NormCase, rng: np.random.Generator) -> Call:
+    normalized = (case.axes,) if isinstance(case.axes, int) else tuple(case.axes)
+    x = 1.5 * rng.standard_normal(case.x_shape) + 0.5
+    weight = rng.standard_normal(normalized) if case.affine else None
+    return Call(
+        {"grad_out": rng.standard_normal(case.x_shape), "x": x},
+        {"normalized_shape": case.axes, "weight": weight, "eps": case.eps},
+    )
+
+
+def _draw_group_norm(case: NormCase, rng: np.random.Generator) -> Call:
+    x = 1.5 * rng.standard_normal(case.x_shape) - 0.5
+    weight = rng.standard_normal(case.x_shape[1]) if case.affine else None
+    return Call(
+        {"grad_out": rng.standard_normal(case.x_shape), "x": x},
+        {"num_groups": case.axes, "weight": weight, "eps": case.eps},
+    )
+
+
+_EPS = (1e-5, 0.1)
+
+
+def _norm_configurations(st: Any, kind: str) -> Any:
+    @st.composite
+    def draw_case(draw: Any) -> NormCase:
+        affine, eps = draw(st.booleans()), draw(st.sampled_from(_EPS))
+        spatial = tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
+        if kind == "batch":
+            shape = (draw(st.integers(1, 4)), draw(st.integers(1, 3)), *spatial)
+            return NormCase(shape, draw(st.booleans()), affine, draw(st.booleans()), eps)
+        if kind == "layer":
+            lead = tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
+            normalized = tuple(draw(st.lists(st.integers(1, 4), min_size=1, max_size=3)))
+            axes = normalized[0] if len(normalized) == 1 and draw(st.booleans()) else normalized
+            return NormCase((*lead, *normalized), axes, affine, True, eps)
+        groups = draw(st.integers(1, 3))
+        shape = (draw(st.integers(1, 3)), groups * draw(st.integers(1, 3)), *spatial)
+        return NormCase(shape, groups, affine, True, eps)
+
+    return draw_case()
+
+
+register_rule(
+    "batch_norm_backward",
+    batch_norm_backward,
+    outputs=("grad_x", "grad_weight", "grad_bias"),
+    draw=_draw_batch_norm,
+    cases=list(BN_BACKWARD_CASES.items()),
+    configurations=lambda st: _norm_configurations(st, "batch"),
+    mistakes=mistakes.BATCH_NORM,
+)
+
+register_rule(
+    "layer_norm_backward",
+    layer_norm_backward,
+    outputs=("grad_x", "grad_weight", "grad_bias"),
+    draw=_draw_layer_norm,
+    cases=list(LN_BACKWARD_CASES.items()),
+    configurations=lambda st: _norm_configurations(st, "layer"),
+    mistakes=mistakes.LAYER_NORM,
+)
+
+register_rule(
+    "group_norm_backward",
+    group_norm_backward,
+    outputs=("grad_x", "grad_weight", "grad_bias"),
+    draw=_draw_group_norm,
+    cases=list(GN_BACKWARD_CASES.items()),
+    configurations=lambda st: _norm_configurations(st, "group"),
+    mistakes=mistakes.GROUP_NORM,
+)
+
+
+def _draw_dropout(config: tuple, rng: np.random.Generator, *, channels: bool = False) -> Call:
+    shape, p, training = config
+    mask_shape = (*shape[:2], 1, 1) if channels else shape
+    mask = rng.random(mask_shape) >= p if training else None  # kept with probability 1 - p
+    return Call({"grad_out": rng.standard_normal(shape), "mask": mask}, {"p": p})
+
+
+def _dropout_configurations(st: Any, *, channels: bool) -> Any:
+    if channels:
+        shapes = st.tuples(*(st.integers(1, 4) for _ in range(4)))
+    else:
+        shapes = st.lists(st.integers(0, 4), max_size=4).map(tuple)
+    p = st.one_of(st.sampled_from([0.0, 0.3, 0.5, 1.0]), st.floats(0.0, 1.0))
+    return st.tuples(shapes, p, st.booleans())
+
+
+register_rule(
+    "dropout_backward",
+    dropout_backward,
+    outputs=("grad_x",),
+    draw=_draw_dropout,
+    cases=list(DROPOUT_CASES.items()),
+    configurations=lambda st: _dropout_configurations(st, channels=False),
+    mistakes=mistakes.DROPOUT,
+)
+
+register_rule(
+    "dropout2d_backward",
+    dropout2d_backward,
+    outputs=("grad_x",),
+    draw=lambda config, rng: _draw_dropout(config, rng, channels=True),
+    cases=list(DROPOUT2D_CASES.items()),
+    configurations=lambda st: _dropout_configurations(st, channels=True),
+    mistakes=mistakes.DROPOUT2D,
+)
+
+
+def _draw_adaptive(config: tuple, rng: np.random.Generator) -> Call:
+    shape, output_size = config
+    x = rng.standard_normal(shape)
+    grad_out = rng.standard_normal(adaptive_avg_pool2d(x, output_size).shape)
+    return Call({"grad_out": grad_out, "x": x}, {"output_size": output_size})
+
+
+def _adaptive_configurations(st: Any) -> Any:
+    size = st.one_of(st.integers(1, 9), st.none())
+    return st.tuples(
+        st.tuples(st.integers(1, 2), st.integers(1, 2), st.integers(1, 9), st.integers(1, 9)),
+        st.one_of(st.integers(1, 9), st.tuples(size, size)),
+    )
+
+
+register_rule(
+    "adaptive_avg_pool2d_backward",
+    adaptive_avg_pool2d_backward,
+    outputs=("grad_x",),
+    draw=_draw_adaptive,
+    cases=list(ADAPTIVE_CASES.items()),
+    configurations=_adaptive_configurations,
+    mistakes=mistakes.ADAPTIVE_AVG_POOL2D,
+)
+
+
+def _draw_unpool(config: tuple, rng: np.random.Generator) -> Call:
+    image_shape, pool, output_size = config
+    # small integers: ties, so that overlapping windows pick the same index more often
+    indices = max_pool2d_argmax(rng.integers(0, 3, image_shape).astype(np.float64), **pool)
+    x = rng.standard_normal(indices.shape)  # independent values: every entry's gradient is its own
+    options = {
+        "kernel_size": pool["kernel_size"],
+        "stride": pool.get("stride"),
+        "padding": pool.get("padding", 0),
+        "output_size": output_size,
+    }
+    grad_out = rng.standard_normal(max_unpool2d(x, indices, **options).shape)
+    return Call({"grad_out": grad_out, "x": x, "indices": indices}, options)
+
+
+def _unpool_configurations(st: Any) -> Any:
+    @st.composite
+    def draw_config(draw: Any) -> tuple:
+        kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+        pool = {
+            "kernel_size": kernel,
+            "stride": (draw(st.integers(1, 3)), draw(st.integers(1, 3))),
+            "padding": (draw(st.integers(0, kernel[0] // 2)), draw(st.integers(0, kernel[1] // 2))),
+        }
+        shape = (
+            draw(st.integers(1, 2)),
+            draw(st.integers(1, 2)),
+            draw(st.integers(kernel[0], 7)),
+            draw(st.integers(kernel[1], 7)),
+        )
+        return shape, pool, shape[2:] if draw(st.booleans()) else None
+
+    return draw_config()
+
+
+register_rule(
+    "max_unpool2d_backward",
+    max_unpool2d_backward,
+    outputs=("grad_x",),
+    draw=_draw_unpool,
+    cases=list(UNPOOL_CASES.items()),
+    configurations=_unpool_configurations,
+    mistakes=mistakes.MAX_UNPOOL2D,
+)
+
+
+def _draw_interpolate(config: tuple, rng: np.random.Generator) -> Call:
+    shape, options = config
+    x = rng.standard_normal(shape)
+    grad_out = rng.standard_normal(interpolate(x, **options).shape)
+    return Call({"grad_out": grad_out, "x": x}, dict(options))
+
+
+def _interpolate_configurations(st: Any) -> Any:
+    @st.composite
+    def draw_config(draw: Any) -> tuple:
+        shape = (
+            draw(st.integers(1, 2)),
+            draw(st.integers(1, 2)),
+            draw(st.integers(1, 8)),
+            draw(st.integers(1, 8)),
+        )
+        factor = st.one_of(st.sampled_from([0.5, 1.5, 2.0, 3.0]), st.floats(0.3, 3.5))
+        options: dict[str, Any] = {}
+        if draw(st.booleans()):
+            options["size"] = (draw(st.integers(1, 10)), draw(st.integers(1, 10)))
+        else:
+            options["scale_factor"] = draw(st.one_of(factor, st.tuples(factor, factor)))
+        if draw(st.booleans()):
+            options["mode"] = "bilinear"
+            options["align_corners"] = draw(st.sampled_from([None, False, True]))
+        return shape, options
+
+    return draw_config()
+
+
+register_rule(
+    "interpolate_backward",
+    interpolate_backward,
+    outputs=("grad_x",),
+    draw=_draw_interpolate,
+    cases=[(name, (shape, options)) for name, shape, options in INTERPOLATE_CASES],
+    configurations=_interpolate_configurations,
+    mistakes=mistakes.INTERPOLATE,
+)
+
+SOFTMAX_SCALES = (1.0, 30.0)
+
+
+def _draw_softmax(config: tuple, rng: np.random.Generator) -> Call:
+    shape, axis, scale = config
+    return Call(
+        {"grad_out": rng.standard_normal(shape), "x": scale * rng.standard_normal(shape)}, {"axis": axis}
+    )
+
+
+def _softmax_configurations(st: Any) -> Any:
+    @st.composite
+    def draw_config(draw: Any) -> tuple:
+        shape = tuple(draw(st.lists(st.integers(1, 5), min_size=1, max_size=3)))
+        axis = draw(st.integers(-len(shape), len(shape) - 1))
+        return shape, axis, draw(st.sampled_from(SOFTMAX_SCALES))
+
+    return draw_config()
+
+
+for _name, _reference, _mistakes in (
+    ("softmax_backward", softmax_backward, mistakes.SOFTMAX),
+    ("log_softmax_backward", log_softmax_backward, mistakes.LOG_SOFTMAX),
+):
+    register_rule(
+        _name,
+        _reference,
+        outputs=("grad_x",),
+        draw=_draw_softmax,
+        cases=[
+            (f"x{shape}-axis{axis}, logits x{scale:g}", (shape, axis, scale))
+            for scale in SOFTMAX_SCALES
+            for shape, axis in SOFTMAX_CASES
+        ],
+        configurations=_softmax_configurations,
         mistakes=_mistakes,
     )

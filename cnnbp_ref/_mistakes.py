@@ -22,6 +22,7 @@ import numpy as np
 
 from cnnbp_ref import conv as _conv
 from cnnbp_ref import pooling as _pooling
+from cnnbp_ref import upsampling as _upsampling
 from cnnbp_ref.activations import (
     leaky_relu_backward,
     relu_backward,
@@ -30,14 +31,28 @@ from cnnbp_ref.activations import (
     tanh,
     tanh_backward,
 )
+from cnnbp_ref.adaptive_pool import adaptive_avg_pool2d_backward, max_unpool2d_backward
 from cnnbp_ref.check import Mistake
 from cnnbp_ref.conv import conv2d, conv2d_backward, conv_transpose2d_backward
+from cnnbp_ref.dropout import dropout2d_backward, dropout_backward
 from cnnbp_ref.linear import linear_backward
-from cnnbp_ref.losses import cross_entropy_backward, softmax
+from cnnbp_ref.losses import cross_entropy_backward, log_softmax_backward, softmax, softmax_backward
+from cnnbp_ref.normalization import batch_norm_backward, group_norm_backward, layer_norm_backward
 from cnnbp_ref.pooling import avg_pool2d_backward, max_pool2d_backward
+from cnnbp_ref.upsampling import interpolate_backward
 
 __all__ = [
+    "ADAPTIVE_AVG_POOL2D",
     "AVG_POOL2D",
+    "BATCH_NORM",
+    "DROPOUT",
+    "DROPOUT2D",
+    "GROUP_NORM",
+    "INTERPOLATE",
+    "LAYER_NORM",
+    "LOG_SOFTMAX",
+    "MAX_UNPOOL2D",
+    "SOFTMAX",
     "CONV2D",
     "CONV_TRANSPOSE2D",
     "CROSS_ENTROPY",
@@ -870,6 +885,304 @@ CHANNELS_SWAPPED = (
 TANH_SQUARE_MISSING = "the square is missing: tanh'(x) = 1 - tanh(x)**2, not 1 - tanh(x)."
 
 
+# ---------------------------------------------------------------------------------------------
+# modern layers
+
+
+def _normalized_grad_x(
+    grad_out: Array,
+    x: Array,
+    axes: tuple[int, ...],
+    weight: Any,
+    eps: float,
+    *,
+    mean_term: bool = True,
+    variance_term: bool = True,
+    unbiased: bool = False,
+) -> Array:
+    """``grad_x`` of a normalisation with statistics over ``axes`` (``weight`` broadcast to ``x``).
+
+    ``ḡ = grad_out * weight``; ``grad_x = (ḡ - mean(ḡ) - x̂ mean(ḡ x̂)) / sigma``; the switches drop
+    the term through the mean or the variance, or take the variance's derivative with ``1/(M-1)``.
+    """
+    count = math.prod(x.shape[a] for a in axes)
+    mean = x.mean(axis=axes, keepdims=True)
+    sigma = np.sqrt(((x - mean) ** 2).mean(axis=axes, keepdims=True) + eps)
+    xhat = (x - mean) / sigma
+    g = grad_out * (1.0 if weight is None else weight)
+    grad = g.copy()
+    if mean_term:
+        grad = grad - g.mean(axis=axes, keepdims=True)
+    if variance_term:
+        divisor = count - 1 if unbiased else count
+        grad = grad - xhat * (g * xhat).sum(axis=axes, keepdims=True) / divisor
+    return grad / sigma
+
+
+def _batch_norm_mistakes() -> list[Mistake]:
+    def axes_and_weight(x, weight):
+        view = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+        return (0, *range(2, x.ndim)), None if weight is None else weight.reshape(view)
+
+    def training_rule(**switches):
+        def mistake(grad_out, x, running_mean=None, running_var=None, weight=None, training=False, eps=1e-5):
+            right = batch_norm_backward(grad_out, x, running_mean, running_var, weight, training, eps)
+            if not training:
+                return right
+            axes, w = axes_and_weight(x, weight)
+            return (_normalized_grad_x(grad_out, x, axes, w, eps, **switches), *right[1:])
+
+        return mistake
+
+    def eval_as_training(
+        grad_out, x, running_mean=None, running_var=None, weight=None, training=False, eps=1e-5
+    ):
+        return batch_norm_backward(grad_out, x, running_mean, running_var, weight, True, eps)
+
+    def training_as_eval(
+        grad_out, x, running_mean=None, running_var=None, weight=None, training=False, eps=1e-5
+    ):
+        right = batch_norm_backward(grad_out, x, running_mean, running_var, weight, training, eps)
+        if not training:
+            return right
+        axes, w = axes_and_weight(x, weight)
+        sigma = np.sqrt(x.var(axis=axes, keepdims=True) + eps)  # the batch's, held constant
+        return (grad_out * (1.0 if w is None else w) / sigma, *right[1:])
+
+    return [
+        Mistake("missing-mean-term", BN_MISSING_MEAN_TERM, training_rule(mean_term=False)),
+        Mistake("missing-variance-term", BN_MISSING_VARIANCE_TERM, training_rule(variance_term=False)),
+        Mistake("unbiased-variance", BN_UNBIASED_VARIANCE, training_rule(unbiased=True)),
+        Mistake("eval-as-training", BN_EVAL_AS_TRAINING, eval_as_training),
+        Mistake("training-as-eval", BN_TRAINING_AS_EVAL, training_as_eval),
+        _float64_result(batch_norm_backward),
+    ]
+
+
+def _layer_norm_mistakes() -> list[Mistake]:
+    def over(which: str):
+        def mistake(grad_out, x, normalized_shape, weight=None, eps=1e-5):
+            k = 1 if isinstance(normalized_shape, (int, np.integer)) else len(normalized_shape)
+            right = layer_norm_backward(grad_out, x, normalized_shape, weight, eps)
+            if which == "last":
+                axes = (x.ndim - 1,)
+            else:  # over the leading axes, per feature: batch norm's axes
+                axes = tuple(range(x.ndim - k))
+                if not axes:
+                    raise ValueError("no leading axis to normalise over")
+            return (_normalized_grad_x(grad_out, x, axes, weight, eps), *right[1:])
+
+        return mistake
+
+    return [
+        Mistake("layer-norm-last-axis-only", LN_LAST_AXIS, over("last")),
+        Mistake("layer-norm-over-the-batch", LN_OVER_BATCH, over("batch")),
+        _float64_result(layer_norm_backward),
+    ]
+
+
+def _group_norm_mistakes() -> list[Mistake]:
+    def grouped(which: str):
+        def mistake(grad_out, x, num_groups, weight=None, eps=1e-5):
+            right = group_norm_backward(grad_out, x, num_groups, weight, eps)
+            n, c, spatial = x.shape[0], x.shape[1], x.shape[2:]
+            w = None if weight is None else weight.reshape((1, c) + (1,) * len(spatial))
+            if which == "per-channel":
+                return (_normalized_grad_x(grad_out, x, tuple(range(2, x.ndim)), w, eps), *right[1:])
+            # channels taken into groups with a stride: reshape (N, C/G, G, ...) instead of (N, G, C/G, ...)
+            view = (n, c // num_groups, num_groups, *spatial)
+            w = None if w is None else np.broadcast_to(w, x.shape).reshape(view)
+            axes = (1, *range(3, len(view)))
+            grad = _normalized_grad_x(grad_out.reshape(view), x.reshape(view), axes, w, eps)
+            return (grad.reshape(x.shape), *right[1:])
+
+        return mistake
+
+    return [
+        Mistake("group-norm-interleaved-groups", GN_INTERLEAVED, grouped("interleaved")),
+        Mistake("group-norm-per-channel", GN_PER_CHANNEL, grouped("per-channel")),
+        _float64_result(group_norm_backward),
+    ]
+
+
+def _dropout_mistakes(channels: bool) -> list[Mistake]:
+    reference = dropout2d_backward if channels else dropout_backward
+
+    def scaled(power: int):
+        def mistake(grad_out, mask, p=0.5):
+            if mask is None:
+                return reference(grad_out, mask, p)
+            scale = 1.0 if power == 0 else 1.0 / (1.0 - p) ** power if p < 1 else 0.0
+            return np.where(mask, grad_out * scale, 0.0)
+
+        return mistake
+
+    def tiled(grad_out, mask, p=0.5):
+        if mask is None:
+            return reference(grad_out, mask, p)
+        spread = np.tile(mask.reshape(-1), math.prod(grad_out.shape[2:])).reshape(grad_out.shape)
+        return np.where(spread, grad_out / (1.0 - p) if p < 1 else 0.0, 0.0)
+
+    found = [
+        Mistake("dropout-not-scaled", DROPOUT_NOT_SCALED, scaled(0)),
+        Mistake("dropout-scaled-twice", DROPOUT_SCALED_TWICE, scaled(2)),
+    ]
+    if channels:
+        found.append(Mistake("dropout2d-mask-not-per-channel", DROPOUT2D_TILED, tiled))
+    return [*found, _float64_result(reference)]
+
+
+def _adaptive_mistakes() -> list[Mistake]:
+    def floor_matrix(size: int, out: int) -> Array:
+        i = np.arange(out)
+        start, end = (i * size) // out, ((i + 1) * size) // out
+        h = np.arange(size)[None, :]
+        inside = (h >= start[:, None]) & (h < end[:, None])
+        return inside / np.maximum(end - start, 1)[:, None]  # an empty window sends nothing back
+
+    def floor_only(grad_out, x, output_size):
+        (oh, ow), (h, w) = grad_out.shape[2:], x.shape[2:]
+        return np.einsum("ncij,ih,jw->nchw", grad_out, floor_matrix(h, oh), floor_matrix(w, ow))
+
+    return [
+        Mistake("adaptive-floor-windows", ADAPTIVE_FLOOR, floor_only),
+        _float64_result(adaptive_avg_pool2d_backward),
+    ]
+
+
+def _unpool_mistakes() -> list[Mistake]:
+    def gather_all(grad_out, x, indices, kernel_size, stride=None, padding=0, output_size=None):
+        n, c = grad_out.shape[:2]
+        flat = grad_out.reshape(n, c, -1)
+        return np.take_along_axis(flat, indices.reshape(n, c, -1), axis=2).reshape(x.shape)
+
+    return [
+        Mistake("unpool-overwritten-entries-gathered", UNPOOL_GATHER_ALL, gather_all),
+        _float64_result(max_unpool2d_backward),
+    ]
+
+
+def _interpolate_mistakes() -> list[Mistake]:
+    def corners_flipped(grad_out, x, size=None, scale_factor=None, mode="nearest", align_corners=None):
+        if mode != "bilinear":
+            raise ValueError("align_corners is bilinear's")
+        return interpolate_backward(grad_out, x, size, scale_factor, mode, not align_corners)
+
+    def nearest_round(grad_out, x, size=None, scale_factor=None, mode="nearest", align_corners=None):
+        if mode != "nearest":
+            raise ValueError("nearest only")
+        out, factors, _ = _upsampling._geometry(np, x, size, scale_factor, mode, align_corners)
+        matrices = []
+        for axis in range(2):
+            i, o = x.shape[2 + axis], out[axis]
+            ratio = 1.0 / factors[axis] if factors[axis] is not None else i / o
+            source = np.minimum(np.round(np.arange(o) * ratio).astype(np.int64), i - 1)
+            matrices.append((source[:, None] == np.arange(i)[None, :]).astype(np.float64))
+        return np.einsum("ncij,ih,jw->nchw", grad_out, *matrices)
+
+    return [
+        Mistake("bilinear-align-corners-mixed-up", INTERPOLATE_ALIGN_CORNERS, corners_flipped),
+        Mistake("nearest-round-instead-of-floor", INTERPOLATE_ROUND, nearest_round),
+        _float64_result(interpolate_backward),
+    ]
+
+
+def _softmax_mistakes() -> list[Mistake]:
+    def inner_product_missing(grad_out, x, axis=-1):
+        return softmax(x, axis=axis) * grad_out
+
+    return [
+        Mistake("softmax-inner-product-missing", SOFTMAX_INNER_PRODUCT_MISSING, inner_product_missing),
+        _float64_result(softmax_backward),
+    ]
+
+
+def _log_softmax_mistakes() -> list[Mistake]:
+    return [
+        Mistake(
+            "log-softmax-as-identity", LOG_SOFTMAX_IDENTITY, lambda grad_out, x, axis=-1: grad_out + 0 * x
+        ),
+        _float64_result(log_softmax_backward),
+    ]
+
+
+BN_MISSING_MEAN_TERM = (
+    "the term through the mean is missing: in training mode the batch mean depends on every x, so "
+    "grad_x = weight / sigma * (g - mean(g) - x_hat * mean(g * x_hat)); without '- mean(g)' the gradient "
+    "of a shift of the whole batch is not 0."
+)
+BN_MISSING_VARIANCE_TERM = (
+    "the term through the variance is missing: the batch variance depends on every x too, which gives "
+    "'- x_hat * mean(g * x_hat)' in grad_x = weight / sigma * (g - mean(g) - x_hat * mean(g * x_hat))."
+)
+BN_UNBIASED_VARIANCE = (
+    "the variance's derivative taken with 1/(M-1): batch norm normalises with the biased variance "
+    "(1/M, M = N*H*W values per channel); the unbiased one only enters the running_var update, which has "
+    "no gradient."
+)
+BN_EVAL_AS_TRAINING = (
+    "eval mode treated as training: with training=False the running statistics are constants, so "
+    "grad_x = grad_out * weight / sqrt(running_var + eps), with no terms through a batch mean or variance."
+)
+BN_TRAINING_AS_EVAL = (
+    "training mode treated as eval: with training=True the mean and variance are the batch's and depend on "
+    "x, so grad_x has the terms through them: weight / sigma * (g - mean(g) - x_hat * mean(g * x_hat))."
+)
+LN_LAST_AXIS = (
+    "layer norm over the last axis only: the statistics are taken over all the trailing axes of "
+    "normalized_shape (e.g. (C, H, W)), not just axis -1."
+)
+LN_OVER_BATCH = (
+    "layer norm over the batch: the statistics are per sample, over the trailing normalized_shape axes; "
+    "taking them over the leading axes, one per feature, is batch norm."
+)
+GN_INTERLEAVED = (
+    "groups of strided channels: group g holds the consecutive channels g*C/G ... (g+1)*C/G - 1 (reshape "
+    "to (N, G, C/G, ...)); a reshape to (N, C/G, G, ...) puts every G-th channel in one group."
+)
+GN_PER_CHANNEL = (
+    "group norm per channel: the statistics are over a group's C/G channels and all their positions; per "
+    "channel alone is instance norm (only num_groups = C)."
+)
+DROPOUT_NOT_SCALED = (
+    "the 1/(1-p) scaling is forgotten: the forward multiplies the kept entries by 1/(1-p) (inverted "
+    "dropout), so the backward is grad_out * mask / (1 - p)."
+)
+DROPOUT_SCALED_TWICE = (
+    "the 1/(1-p) scaling applied twice: the backward is grad_out * mask / (1 - p), one factor, the same as "
+    "the forward's."
+)
+DROPOUT2D_TILED = (
+    "dropout2d's mask not broadcast per channel: the (N, C, 1, 1) mask drops whole channels, so every "
+    "pixel of channel (n, c) gets mask[n, c]; tiling the flattened mask spreads channels across pixels."
+)
+ADAPTIVE_FLOOR = (
+    "adaptive windows with a floor end: window i covers [floor(i*H/OH), ceil((i+1)*H/OH)); with "
+    "end = floor((i+1)*H/OH) windows that should overlap by a pixel do not (and some are empty)."
+)
+UNPOOL_GATHER_ALL = (
+    "overwritten entries gathered: where two entries of x share an index (overlapping pooling windows), "
+    "the later one overwrites the earlier in the forward, so the earlier one's output is gone and its "
+    "gradient is 0 (PyTorch's own backward gathers for both; cnnbp_ref follows the forward)."
+)
+INTERPOLATE_ALIGN_CORNERS = (
+    "align_corners mixed up: with align_corners=True the source coordinate is o * (I-1)/(O-1) (corners "
+    "on corners); with False it is (o + 0.5) * I/O - 0.5, clamped at 0 (pixel centres)."
+)
+INTERPOLATE_ROUND = (
+    "nearest with round instead of floor: PyTorch's 'nearest' reads input floor(o * I/O) (or "
+    "floor(o / scale_factor)), not the rounded coordinate (that is closer to 'nearest-exact')."
+)
+SOFTMAX_INNER_PRODUCT_MISSING = (
+    "the inner-product term is missing: the softmax Jacobian is diag(p) - p p^T, so "
+    "grad_x = p * (grad_out - sum(grad_out * p)) along the axis, not p * grad_out."
+)
+LOG_SOFTMAX_IDENTITY = (
+    "log_softmax's gradient taken as grad_out: the Jacobian is I - 1 p^T, so "
+    "grad_x = grad_out - p * sum(grad_out) along the axis (p = softmax(x))."
+)
+
+
 CONV2D = _conv_mistakes()
 CONV_TRANSPOSE2D = _transpose_mistakes()
 MAX_POOL2D = _max_pool_mistakes()
@@ -880,3 +1193,13 @@ RELU = _relu_mistakes()
 LEAKY_RELU = _leaky_relu_mistakes()
 SIGMOID = _sigmoid_mistakes()
 TANH = _tanh_mistakes()
+BATCH_NORM = _batch_norm_mistakes()
+LAYER_NORM = _layer_norm_mistakes()
+GROUP_NORM = _group_norm_mistakes()
+DROPOUT = _dropout_mistakes(channels=False)
+DROPOUT2D = _dropout_mistakes(channels=True)
+ADAPTIVE_AVG_POOL2D = _adaptive_mistakes()
+MAX_UNPOOL2D = _unpool_mistakes()
+INTERPOLATE = _interpolate_mistakes()
+SOFTMAX = _softmax_mistakes()
+LOG_SOFTMAX = _log_softmax_mistakes()

@@ -18,6 +18,16 @@ import numpy as np
 
 __all__ = [
     "ACTIVATION_CONFIGS",
+    "ADAPTIVE_CASES",
+    "BN_BACKWARD_CASES",
+    "DROPOUT2D_CASES",
+    "DROPOUT_CASES",
+    "GN_BACKWARD_CASES",
+    "INTERPOLATE_CASES",
+    "LN_BACKWARD_CASES",
+    "NormCase",
+    "SOFTMAX_CASES",
+    "UNPOOL_CASES",
     "ACTIVATION_SHAPES",
     "AVG_CASES",
     "CE_CONFIGS",
@@ -259,4 +269,164 @@ CE_CONFIGS = [
     (1, 1, "mean", 0.0),  # a single class: the loss is 0
     (1, 1, "none", 0.5),
     (2, 3, "sum", 0),  # an int label_smoothing
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# modern layers (the rows of tests/test_normalization.py, test_dropout.py, test_adaptive_pool.py,
+# test_upsampling.py and test_losses.py, as shapes and options)
+
+
+class NormCase(NamedTuple):
+    """One batch/layer/group norm configuration.
+
+    ``axes`` is batch norm's ``training`` flag, layer norm's ``normalized_shape`` or group norm's
+    ``num_groups``; ``running``: batch norm has running statistics (eval mode then uses them).
+    """
+
+    x_shape: tuple[int, ...]
+    axes: Any
+    affine: bool = True
+    running: bool = True
+    eps: float = 1e-5
+
+
+# batch_norm_backward: (id, case), ``axes`` = training
+BN_BACKWARD_CASES = {
+    "train-4d": NormCase((4, 3, 5, 2), True),
+    "train-2d": NormCase((6, 4), True),
+    "train-3d": NormCase((2, 3, 7), True),
+    "train-5d": NormCase((2, 2, 3, 2, 2), True),
+    "train-two-values": NormCase((2, 3), True),  # the smallest batch training allows
+    "train-one-sample-spatial": NormCase((1, 3, 2, 2), True),
+    "train-no-running": NormCase((3, 2, 3, 3), True, running=False),
+    "train-no-affine": NormCase((2, 3, 4, 4), True, affine=False),
+    "train-bare": NormCase((5, 2, 3), True, affine=False, running=False),
+    "train-eps": NormCase((4, 3, 2, 2), True, eps=0.5),
+    "eval-4d": NormCase((4, 3, 5, 2), False),
+    "eval-2d": NormCase((6, 4), False),
+    "eval-no-affine": NormCase((2, 3, 4, 4), False, affine=False),
+    "eval-one-value": NormCase((1, 3, 1, 1), False),
+    "eval-eps": NormCase((2, 2, 3, 3), False, eps=0.25),
+}
+
+# layer_norm_backward: ``axes`` = normalized_shape (1 to 3 trailing axes)
+LN_BACKWARD_CASES = {
+    "last-axis": NormCase((4, 6), (6,)),
+    "last-axis-int": NormCase((3, 2, 5), 5),
+    "two-axes": NormCase((2, 3, 4, 5), (4, 5)),
+    "three-axes": NormCase((2, 3, 4, 2), (3, 4, 2)),
+    "no-leading-axis": NormCase((3, 4), (3, 4)),
+    "no-affine": NormCase((3, 2, 5), (2, 5), affine=False),
+    "two-values": NormCase((5, 2), (2,)),
+    "one-value": NormCase((4, 1), (1,)),  # y = bias, gradient 0
+    "eps": NormCase((3, 6), (6,), eps=0.3),
+    "empty-batch": NormCase((0, 4), (4,)),
+}
+
+# group_norm_backward: ``axes`` = num_groups (1, a divisor of C, C)
+GN_BACKWARD_CASES = {
+    "groups-2": NormCase((2, 4, 3, 3), 2),
+    "groups-3-of-6": NormCase((3, 6, 2, 2), 3),
+    "one-group": NormCase((2, 4, 3, 2), 1),
+    "instance": NormCase((2, 3, 4, 4), 3),
+    "instance-no-affine": NormCase((2, 3, 3, 3), 3, affine=False),
+    "2d-input": NormCase((5, 6), 2),
+    "3d-input": NormCase((2, 4, 5), 4),
+    "5d-input": NormCase((2, 4, 2, 2, 2), 2),
+    "one-value-per-group": NormCase((3, 4), 4),
+    "eps": NormCase((2, 4, 2, 2), 2, eps=0.2),
+    "empty-batch": NormCase((0, 4, 2, 2), 2),
+}
+
+# dropout_backward / dropout2d_backward: (x shape, p, training); the mask is drawn with p
+DROPOUT_CASES = {
+    "p-half": ((4, 5), 0.5, True),
+    "p-small-4d": ((2, 3, 4, 4), 0.1, True),
+    "p-0.3": ((3, 7), 0.3, True),
+    "p-large": ((3, 7), 0.9, True),
+    "p-zero": ((3, 4), 0.0, True),
+    "p-one": ((3, 4), 1.0, True),
+    "scalar": ((), 0.5, True),
+    "eval": ((3, 4), 0.5, False),
+    "empty": ((0, 3), 0.5, True),
+}
+DROPOUT2D_CASES = {
+    "p-half": ((3, 4, 2, 2), 0.5, True),
+    "p-small": ((2, 6, 3, 1), 0.2, True),
+    "p-0.3": ((2, 5, 3, 4), 0.3, True),
+    "p-zero": ((2, 3, 2, 2), 0.0, True),
+    "p-one": ((2, 3, 2, 2), 1.0, True),
+    "eval": ((2, 3, 2, 2), 0.3, False),
+}
+
+# adaptive_avg_pool2d_backward: (x shape, output_size)
+ADAPTIVE_CASES = {
+    "divides": ((2, 3, 8, 6), (4, 3)),
+    "does-not-divide": ((2, 3, 7, 5), (3, 2)),  # neighbouring windows overlap by a pixel
+    "does-not-divide-5-of-7": ((1, 2, 7, 7), (5, 4)),
+    "global": ((2, 4, 5, 7), 1),
+    "global-pair": ((1, 2, 3, 3), (1, 1)),
+    "int-size": ((1, 2, 10, 9), 4),
+    "keep-rows": ((2, 2, 6, 7), (None, 3)),
+    "keep-cols": ((2, 2, 6, 7), (2, None)),
+    "identity": ((1, 2, 4, 5), (4, 5)),
+    "upsampling": ((1, 2, 3, 4), (7, 9)),  # more outputs than inputs: windows of one pixel
+    "rows-only": ((2, 1, 9, 1), (4, 1)),
+    "empty-batch": ((0, 2, 5, 5), 2),
+}
+
+# max_unpool2d_backward: (image shape the indices come from, pool options, output_size);
+# overlapping windows (stride < kernel) make indices that repeat
+UNPOOL_CASES = {
+    "2x2": ((2, 3, 6, 6), {"kernel_size": 2}, None),
+    "3x3-stride-3": ((1, 2, 9, 6), {"kernel_size": 3}, None),
+    "odd-size-output-size": ((2, 2, 7, 7), {"kernel_size": 2}, (7, 7)),
+    "output-size-4": ((1, 2, 5, 7), {"kernel_size": 2}, (1, 2, 5, 7)),
+    "padding": ((1, 2, 6, 6), {"kernel_size": 3, "stride": 3, "padding": 1}, (6, 6)),
+    "rectangular": ((2, 1, 6, 8), {"kernel_size": (2, 4), "stride": (2, 4)}, None),
+    "overlap-3-stride-2": ((2, 3, 7, 7), {"kernel_size": 3, "stride": 2}, None),
+    "overlap-stride-1": ((1, 2, 5, 5), {"kernel_size": 2, "stride": 1}, None),
+    "overlap-padded": ((1, 2, 6, 6), {"kernel_size": 3, "stride": 2, "padding": 1}, (6, 6)),
+}
+
+# interpolate_backward: (id, x shape, options): nearest and bilinear, size and scale_factor,
+# align_corners both, up and down
+INTERPOLATE_CASES = [
+    ("nearest-x2", (2, 3, 4, 5), {"scale_factor": 2}),
+    ("nearest-x3", (1, 2, 3, 4), {"scale_factor": 3.0}),
+    ("nearest-size-up", (1, 2, 3, 4), {"size": (7, 9)}),
+    ("nearest-size-down", (1, 2, 8, 7), {"size": (3, 4)}),
+    ("nearest-factor-1.5", (1, 2, 5, 4), {"scale_factor": 1.5}),
+    ("nearest-factor-pair", (1, 2, 4, 6), {"scale_factor": (2.5, 0.5)}),
+    ("nearest-factor-1.7", (1, 1, 7, 5), {"scale_factor": 1.7}),
+    ("nearest-same-size", (1, 2, 4, 5), {"size": (4, 5)}),
+    ("nearest-to-one", (1, 2, 5, 3), {"size": 1}),
+    ("bilinear-x2", (2, 3, 4, 5), {"scale_factor": 2, "mode": "bilinear"}),
+    ("bilinear-x2-corners", (2, 3, 4, 5), {"scale_factor": 2, "mode": "bilinear", "align_corners": True}),
+    ("bilinear-size-up", (1, 2, 3, 4), {"size": (7, 9), "mode": "bilinear", "align_corners": False}),
+    ("bilinear-size-up-corners", (1, 2, 3, 4), {"size": (7, 9), "mode": "bilinear", "align_corners": True}),
+    ("bilinear-size-down", (1, 2, 9, 8), {"size": (4, 3), "mode": "bilinear"}),
+    ("bilinear-size-down-corners", (1, 2, 9, 8), {"size": (4, 3), "mode": "bilinear", "align_corners": True}),
+    ("bilinear-factor-1.5", (1, 2, 5, 4), {"scale_factor": 1.5, "mode": "bilinear"}),
+    ("bilinear-factor-0.6", (1, 2, 8, 7), {"scale_factor": 0.6, "mode": "bilinear"}),
+    (
+        "bilinear-factor-pair-corners",
+        (1, 2, 4, 6),
+        {"scale_factor": (2.5, 0.5), "mode": "bilinear", "align_corners": True},
+    ),
+    ("bilinear-to-one", (1, 2, 5, 3), {"size": 1, "mode": "bilinear"}),
+    ("bilinear-from-one", (1, 2, 1, 1), {"size": (3, 4), "mode": "bilinear"}),
+    ("empty-batch", (0, 2, 3, 3), {"scale_factor": 2, "mode": "bilinear"}),
+]
+
+# softmax_backward / log_softmax_backward: (x shape, axis)
+SOFTMAX_CASES = [
+    ((5,), -1),
+    ((4, 6), -1),
+    ((4, 6), 0),
+    ((2, 3, 4), 1),
+    ((2, 3, 4), -3),
+    ((3, 1), -1),  # one class: the gradient is 0
+    ((0, 4), -1),
 ]
