@@ -283,7 +283,7 @@ def batch_norm(
 
     Parameters
     ----------
-    x : (N, C, *spatial) float32 or float64 array; ``(N, C)`` is allowed.
+    x : ``(N, C, *spatial)`` float32 or float64 array; ``(N, C)`` is allowed.
     running_mean, running_var : (C,) arrays of ``x``'s dtype, or both ``None``. Required in eval
         mode; in training mode their updated values are returned (the arguments are untouched).
     weight, bias : (C,) arrays of ``x``'s dtype, or ``None`` (weight 1, bias 0).
@@ -369,7 +369,7 @@ def batch_norm_backward(
 
     Parameters
     ----------
-    grad_out : (N, C, *spatial) upstream gradient, ``x``'s shape and dtype.
+    grad_out : ``(N, C, *spatial)`` upstream gradient, ``x``'s shape and dtype.
     x, running_mean, running_var, weight, training, eps : as in the forward call
         (the running statistics are needed in eval mode only).
 
@@ -457,7 +457,7 @@ def layer_norm(
 
     Parameters
     ----------
-    x : (*, *normalized_shape) float32 or float64 array.
+    x : ``(*, *normalized_shape)`` float32 or float64 array.
     normalized_shape : int or tuple of ints, the sizes of ``x``'s trailing axes.
     weight, bias : arrays of shape ``normalized_shape`` and ``x``'s dtype, or ``None``.
     eps : added to the variance before the square root, >= 0.
@@ -547,7 +547,7 @@ def group_norm(
 
     Parameters
     ----------
-    x : (N, C, *) float32 or float64 array.
+    x : ``(N, C, *)`` float32 or float64 array.
     num_groups : positive int dividing ``C``.
     weight, bias : (C,) arrays of ``x``'s dtype, or ``None``.
     eps : added to the variance before the square root, >= 0.
@@ -573,12 +573,12 @@ def group_norm_backward(
 
     Parameters
     ----------
-    grad_out : (N, C, *) upstream gradient, ``x``'s shape and dtype.
+    grad_out : ``(N, C, *)`` upstream gradient, ``x``'s shape and dtype.
     x, num_groups, weight, eps : as in the forward call.
 
     Returns
     -------
-    grad_x : (N, C, *) array.
+    grad_x : ``(N, C, *)`` array.
     grad_weight, grad_bias : (C,) ``sum(grad_out * x̂)`` and ``sum(grad_out)`` over ``N`` and the
         spatial axes; returned whether or not the forward had them.
     """
