@@ -30,13 +30,21 @@ from typing import Any
 import numpy as np
 
 import cnnbp_ref
-from cnnbp_ref import naive
+from cnnbp_ref import naive, naive_modern
 from cnnbp_ref.check import DEFAULT_MAX_EXAMPLES, check_rule, rule_names
 
 LOOP_TWINS = {
     "conv2d_backward": naive.conv2d_backward_loops,
     "max_pool2d_backward": naive.max_pool2d_backward_loops,
     "avg_pool2d_backward": naive.avg_pool2d_backward_loops,
+    "batch_norm_backward": naive_modern.batch_norm_backward_loops,
+    "layer_norm_backward": naive_modern.layer_norm_backward_loops,
+    "group_norm_backward": naive_modern.group_norm_backward_loops,
+    "dropout_backward": naive_modern.dropout_backward_loops,
+    "dropout2d_backward": naive_modern.dropout_backward_loops,
+    "adaptive_avg_pool2d_backward": naive_modern.adaptive_avg_pool2d_backward_loops,
+    "max_unpool2d_backward": naive_modern.max_unpool2d_backward_loops,
+    "interpolate_backward": naive_modern.interpolate_backward_loops,
 }
 
 
@@ -53,6 +61,7 @@ WRONG = {
             grad_out, x, kernel_size, stride, padding, ceil_mode, not count_include_pad
         )
     ),
+    "softmax_backward": lambda grad_out, x, axis=-1: cnnbp_ref.softmax(x, axis=axis) * grad_out,
     "cross_entropy_backward": lambda logits, target, reduction="mean", label_smoothing=0.0, grad_out=None: (
         cnnbp_ref.cross_entropy_backward(logits, target, reduction, 0.0, grad_out)
     ),

@@ -156,7 +156,7 @@ register_rule(
 # pooling
 
 # the values a max-pool input is drawn with: each reaches a different corner
-MAX_POOL_VALUES = ("distinct", "ties", "negative")
+MAX_POOL_VALUES = ("distinct", "ties", "negative", "nan")
 
 
 def _pool_values(kind: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
@@ -167,6 +167,9 @@ def _pool_values(kind: str, shape: tuple[int, ...], rng: np.random.Generator) ->
         return rng.integers(-1, 2, size=shape).astype(np.float64)
     if kind == "negative":  # every value below zero: a zero padding would win every border window
         return -1.0 - rng.permutation(size).reshape(shape) / max(size, 1)
+    if kind == "nan":  # NaN windows (some with two NaNs): the gradient goes to the last NaN, as PyTorch's
+        values = (rng.permutation(size).reshape(shape) - size / 2) / max(size, 1)
+        return np.where(rng.random(shape) < 0.3, np.nan, values)
     return rng.standard_normal(shape)
 
 

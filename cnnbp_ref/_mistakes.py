@@ -460,10 +460,18 @@ class _Windows:
 
 
 def _winner_mask(values: Array, last: bool = False) -> Array:
-    """``(N, C, OH, OW, kh, kw)`` True at each window's first (or last) maximum in row-major order."""
+    """``(N, C, OH, OW, kh, kw)`` True at each window's first (or last) maximum in row-major order.
+
+    A window holding NaN sends its gradient to its last NaN, as PyTorch's kernel does (it takes
+    every NaN it meets as the new maximum).
+    """
     flat = values.reshape(*values.shape[:4], -1)
     taps = flat.shape[-1]
-    winner = taps - 1 - np.argmax(flat[..., ::-1], axis=-1) if last else np.argmax(flat, axis=-1)
+    nan = np.isnan(flat)
+    filled = np.where(nan, -np.inf, flat)
+    winner = taps - 1 - np.argmax(filled[..., ::-1], axis=-1) if last else np.argmax(filled, axis=-1)
+    last_nan = taps - 1 - np.argmax(nan[..., ::-1], axis=-1)
+    winner = np.where(nan.any(axis=-1), last_nan, winner)
     return (np.arange(taps) == winner[..., None]).reshape(values.shape)
 
 
@@ -480,7 +488,8 @@ def _max_pool_mistakes() -> list[Mistake]:
         return mistake
 
     def every_maximum(values: Array) -> Array:
-        return values == values.max(axis=(4, 5), keepdims=True)
+        top = values.max(axis=(4, 5), keepdims=True)  # NaN where the window holds one
+        return np.where(np.isnan(top), _winner_mask(values), values == top)
 
     def ceil_window_dropped(grad_out, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
         g = _Windows(x, kernel_size, stride, padding, dilation, ceil_mode).geometry
@@ -937,7 +946,10 @@ def _batch_norm_mistakes() -> list[Mistake]:
     def eval_as_training(
         grad_out, x, running_mean=None, running_var=None, weight=None, training=False, eps=1e-5
     ):
-        return batch_norm_backward(grad_out, x, running_mean, running_var, weight, True, eps)
+        # the training rule with the batch's statistics, even where training allows no batch of one
+        right = batch_norm_backward(grad_out, x, running_mean, running_var, weight, training, eps)
+        axes, w = axes_and_weight(x, weight)
+        return (_normalized_grad_x(grad_out, x, axes, w, eps), *right[1:])
 
     def training_as_eval(
         grad_out, x, running_mean=None, running_var=None, weight=None, training=False, eps=1e-5
@@ -967,9 +979,7 @@ def _layer_norm_mistakes() -> list[Mistake]:
             if which == "last":
                 axes = (x.ndim - 1,)
             else:  # over the leading axes, per feature: batch norm's axes
-                axes = tuple(range(x.ndim - k))
-                if not axes:
-                    raise ValueError("no leading axis to normalise over")
+                axes = tuple(range(x.ndim - k))  # none: every value is its own mean, grad_x = 0
             return (_normalized_grad_x(grad_out, x, axes, weight, eps), *right[1:])
 
         return mistake
@@ -1064,13 +1074,13 @@ def _unpool_mistakes() -> list[Mistake]:
 
 def _interpolate_mistakes() -> list[Mistake]:
     def corners_flipped(grad_out, x, size=None, scale_factor=None, mode="nearest", align_corners=None):
-        if mode != "bilinear":
-            raise ValueError("align_corners is bilinear's")
+        if mode != "bilinear":  # nearest has no align_corners to mix up
+            return interpolate_backward(grad_out, x, size, scale_factor, mode, align_corners)
         return interpolate_backward(grad_out, x, size, scale_factor, mode, not align_corners)
 
     def nearest_round(grad_out, x, size=None, scale_factor=None, mode="nearest", align_corners=None):
-        if mode != "nearest":
-            raise ValueError("nearest only")
+        if mode != "nearest":  # bilinear has no rounding to get wrong
+            return interpolate_backward(grad_out, x, size, scale_factor, mode, align_corners)
         out, factors, _ = _upsampling._geometry(np, x, size, scale_factor, mode, align_corners)
         matrices = []
         for axis in range(2):

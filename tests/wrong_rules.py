@@ -265,19 +265,28 @@ def learner_max_pool2d_backward(
                     values.append(x[:, :, r, q] if inside else np.full((n, c), pad_value))
                     where.append((r, q, inside))
             stack = np.stack(values, axis=-1)  # (N, C, taps)
-            best = stack.max(axis=-1)
+            best = stack.max(axis=-1)  # NaN where the window holds a NaN
+            nan = np.isnan(stack)
+            filled = np.where(nan, -np.inf, stack)
             if mistake == "ties-last":
-                winner = stack.shape[-1] - 1 - np.argmax(stack[..., ::-1], axis=-1)
+                winner = stack.shape[-1] - 1 - np.argmax(filled[..., ::-1], axis=-1)
             else:
-                winner = np.argmax(stack, axis=-1)  # (N, C)
+                winner = np.argmax(filled, axis=-1)  # (N, C)
+            if mistake == "nan-first":  # np.argmax's choice: the first NaN
+                winner = np.argmax(stack, axis=-1)
+            else:  # PyTorch's: every NaN met becomes the maximum, so the last NaN wins
+                winner = np.where(
+                    nan.any(axis=-1), stack.shape[-1] - 1 - np.argmax(nan[..., ::-1], axis=-1), winner
+                )
             for t, (r, q, inside) in enumerate(where):
                 if not inside:
                     continue
                 upstream = grad_out[:, :, oh, ow]
                 if mistake in ("ties-every", "ties-split"):
-                    chosen = stack[..., t] == best
+                    chosen = np.where(np.isnan(best), winner == t, stack[..., t] == best)
                     if mistake == "ties-split":
-                        upstream = upstream / np.sum(stack == best[..., None], axis=-1)
+                        ties = np.where(np.isnan(best), 1, np.sum(stack == best[..., None], axis=-1))
+                        upstream = upstream / ties
                 else:
                     chosen = winner == t
                 if mistake == "overwrite":
@@ -435,6 +444,204 @@ def learner_tanh_backward(grad_out, x, *, mistake=None):
     return grad_out * (1 - t**2)
 
 
+# ---------------------------------------------------------------------------------------------
+# modern layers, the learner's way
+
+
+def learner_batch_norm_backward(
+    grad_out, x, running_mean=None, running_var=None, weight=None, training=False, eps=1e-5, *, mistake=None
+):
+    axes = (0, *range(2, x.ndim))
+    view = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    batch = training if mistake != "eval-as-training" else True
+    if mistake == "training-as-eval":
+        batch = False
+    m = math.prod(x.shape[a] for a in axes)
+    if batch:
+        mean = x.mean(axis=axes, keepdims=True)
+        var = x.var(axis=axes, keepdims=True)
+    else:
+        mean, var = running_mean.reshape(view), running_var.reshape(view)
+        if training:  # training treated as eval: the batch statistics held constant
+            mean, var = x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)
+    inv = 1.0 / np.sqrt(var + eps)
+    xhat = (x - mean) * inv
+    w = np.ones(view, dtype=x.dtype) if weight is None else weight.reshape(view)
+    g = grad_out * w
+    if (batch and training) or mistake == "eval-as-training":
+        term_mean = 0.0 if mistake == "no-mean-term" else g.mean(axis=axes, keepdims=True)
+        divisor = m - 1 if mistake == "unbiased" else m
+        term_var = (
+            0.0
+            if mistake == "no-variance-term"
+            else xhat * (g * xhat).sum(axis=axes, keepdims=True) / divisor
+        )
+        grad_x = inv * (g - term_mean - term_var)
+    else:
+        grad_x = g * inv
+    grad_weight = (grad_out * xhat).sum(axis=axes)
+    grad_bias = grad_out.sum(axis=axes)
+    return grad_x.astype(x.dtype), grad_weight.astype(x.dtype), grad_bias.astype(x.dtype)
+
+
+def _learner_norm(grad_out, x, axes, w, eps):
+    mean = x.mean(axis=axes, keepdims=True)
+    inv = 1.0 / np.sqrt(x.var(axis=axes, keepdims=True) + eps)
+    xhat = (x - mean) * inv
+    g = grad_out * w
+    return inv * (
+        g - g.mean(axis=axes, keepdims=True) - xhat * (g * xhat).mean(axis=axes, keepdims=True)
+    ), xhat
+
+
+def learner_layer_norm_backward(grad_out, x, normalized_shape, weight=None, eps=1e-5, *, mistake=None):
+    shape = (normalized_shape,) if np.isscalar(normalized_shape) else tuple(normalized_shape)
+    k = len(shape)
+    axes = tuple(range(x.ndim - k, x.ndim))
+    if mistake == "last-axis":
+        stat_axes = (x.ndim - 1,)
+    elif mistake == "over-batch":
+        stat_axes = tuple(range(x.ndim - k))
+    else:
+        stat_axes = axes
+    w = np.ones(shape, dtype=x.dtype) if weight is None else weight
+    grad_x, _ = _learner_norm(grad_out, x, stat_axes, w, eps)
+    _, xhat = _learner_norm(grad_out, x, axes, w, eps)
+    lead = tuple(range(x.ndim - k))
+    return (
+        grad_x.astype(x.dtype),
+        (grad_out * xhat).sum(axis=lead).astype(x.dtype),
+        grad_out.sum(axis=lead).astype(x.dtype),
+    )
+
+
+def learner_group_norm_backward(grad_out, x, num_groups, weight=None, eps=1e-5, *, mistake=None):
+    n, c, spatial = x.shape[0], x.shape[1], x.shape[2:]
+    per = c // num_groups
+    w = np.ones(c, dtype=x.dtype) if weight is None else weight
+    w_full = np.broadcast_to(w.reshape((1, c) + (1,) * len(spatial)), x.shape)
+    if mistake == "per-channel":
+        view, axes = x.shape, tuple(range(2, x.ndim))
+    elif mistake == "interleaved":
+        view, axes = (n, per, num_groups, *spatial), (1, *range(3, x.ndim + 1))
+    else:
+        view, axes = (n, num_groups, per, *spatial), tuple(range(2, x.ndim + 1))
+    grad_x, _ = _learner_norm(grad_out.reshape(view), x.reshape(view), axes, w_full.reshape(view), eps)
+    right = (n, num_groups, per, *spatial)
+    _, xhat = _learner_norm(grad_out.reshape(right), x.reshape(right), tuple(range(2, x.ndim + 1)), 1.0, eps)
+    sums = (0, *range(2, x.ndim))
+    grad_weight = (grad_out * xhat.reshape(x.shape)).sum(axis=sums)
+    return (
+        grad_x.reshape(x.shape).astype(x.dtype),
+        grad_weight.astype(x.dtype),
+        grad_out.sum(axis=sums).astype(x.dtype),
+    )
+
+
+def learner_dropout_backward(grad_out, mask, p=0.5, *, mistake=None):
+    if mask is None:
+        return grad_out.copy()
+    if p == 1:
+        return np.zeros_like(grad_out)
+    scale = {"not-scaled": 1.0, "twice": 1.0 / (1 - p) ** 2}.get(mistake, 1.0 / (1 - p))
+    if mistake == "tiled":
+        mask = np.tile(mask.ravel(), math.prod(grad_out.shape[2:])).reshape(grad_out.shape)
+    return (grad_out * mask * scale).astype(grad_out.dtype)
+
+
+def learner_adaptive_avg_pool2d_backward(grad_out, x, output_size, *, mistake=None):
+    _n, _c, h, w = x.shape
+    oh, ow = grad_out.shape[2:]
+    grad_x = np.zeros(x.shape, dtype=x.dtype)
+
+    def window(i, size, out):
+        start = i * size // out
+        end = (i + 1) * size // out if mistake == "floor" else -(-(i + 1) * size // out)
+        return start, end
+
+    for i in range(oh):
+        r0, r1 = window(i, h, oh)
+        for j in range(ow):
+            q0, q1 = window(j, w, ow)
+            area = (r1 - r0) * (q1 - q0)
+            if area:
+                grad_x[:, :, r0:r1, q0:q1] += grad_out[:, :, i : i + 1, j : j + 1] / area
+    return grad_x
+
+
+def learner_max_unpool2d_backward(
+    grad_out, x, indices, kernel_size, stride=None, padding=0, output_size=None, *, mistake=None
+):
+    n, c = x.shape[:2]
+    plane = grad_out.reshape(n, c, -1)
+    flat_idx = indices.reshape(n, c, -1)
+    grad_x = np.zeros((n, c, flat_idx.shape[2]), dtype=x.dtype)
+    for a in range(n):
+        for b in range(c):
+            last = {}
+            for e, t in enumerate(flat_idx[a, b]):
+                last[int(t)] = e  # the later entry overwrites in the forward
+            for e, t in enumerate(flat_idx[a, b]):
+                if mistake == "gather-all" or last[int(t)] == e:
+                    grad_x[a, b, e] = plane[a, b, t]
+    return grad_x.reshape(x.shape)
+
+
+def learner_interpolate_backward(
+    grad_out, x, size=None, scale_factor=None, mode="nearest", align_corners=None, *, mistake=None
+):
+    h, w = x.shape[2:]
+    oh, ow = grad_out.shape[2:]
+    factors = (None, None)
+    if size is None:
+        factors = (scale_factor, scale_factor) if np.isscalar(scale_factor) else tuple(scale_factor)
+    corners = bool(align_corners)
+    if mistake == "corners":
+        corners = not corners
+
+    def matrix(i_size, o_size, factor):
+        a = np.zeros((o_size, i_size))
+        if o_size == i_size:
+            return np.eye(i_size)
+        ratio = 1.0 / factor if factor is not None else i_size / o_size
+        for o in range(o_size):
+            if mode == "nearest":
+                src = round(o * ratio) if mistake == "round" else math.floor(np.float32(o * ratio))
+                a[o, min(src, i_size - 1)] = 1.0
+                continue
+            if corners:
+                s = o * (i_size - 1) / (o_size - 1) if o_size > 1 else 0.0
+            else:
+                s = max((o + 0.5) * ratio - 0.5, 0.0)
+            i0 = min(math.floor(np.float32(s)), i_size - 1)
+            i1 = min(i0 + 1, i_size - 1)
+            t = min(max(s - i0, 0.0), 1.0)
+            a[o, i0] += 1 - t
+            a[o, i1] += t
+        return a
+
+    rows, cols = matrix(h, oh, factors[0]), matrix(w, ow, factors[1])
+    return np.einsum("ncij,ih,jw->nchw", grad_out, rows, cols).astype(x.dtype)
+
+
+def _learner_softmax(x, axis):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def learner_softmax_backward(grad_out, x, axis=-1, *, mistake=None):
+    p = _learner_softmax(x, axis)
+    if mistake == "no-inner":
+        return p * grad_out
+    return p * (grad_out - (grad_out * p).sum(axis=axis, keepdims=True))
+
+
+def learner_log_softmax_backward(grad_out, x, axis=-1, *, mistake=None):
+    if mistake == "identity":
+        return grad_out.copy()
+    return grad_out - _learner_softmax(x, axis) * grad_out.sum(axis=axis, keepdims=True)
+
+
 def _with(fn: Callable, **options: Any) -> Callable:
     def wrong(*args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs, **options)
@@ -464,6 +671,15 @@ CONV = learner_conv2d_backward
 TRANSPOSE = learner_conv_transpose2d_backward
 MAXP = learner_max_pool2d_backward
 AVGP = learner_avg_pool2d_backward
+BN = learner_batch_norm_backward
+LN = learner_layer_norm_backward
+GN = learner_group_norm_backward
+DROP = learner_dropout_backward
+ADAPT = learner_adaptive_avg_pool2d_backward
+UNPOOL = learner_max_unpool2d_backward
+INTERP = learner_interpolate_backward
+SOFTMAX = learner_softmax_backward
+LOG_SOFTMAX = learner_log_softmax_backward
 OVERWRITES_COL2IM = (
     "col2im-overwrites-by-offset",
     "col2im-overwrites-by-window",
@@ -480,6 +696,16 @@ CORRECT = [
     ("conv_transpose2d_backward", TRANSPOSE),
     ("max_pool2d_backward", MAXP),
     ("avg_pool2d_backward", AVGP),
+    ("batch_norm_backward", BN),
+    ("layer_norm_backward", LN),
+    ("group_norm_backward", GN),
+    ("dropout_backward", DROP),
+    ("dropout2d_backward", DROP),
+    ("adaptive_avg_pool2d_backward", ADAPT),
+    ("max_unpool2d_backward", UNPOOL),
+    ("interpolate_backward", INTERP),
+    ("softmax_backward", SOFTMAX),
+    ("log_softmax_backward", LOG_SOFTMAX),
     ("linear_backward", learner_linear_backward),
     ("cross_entropy_backward", learner_cross_entropy_backward),
     ("relu_backward", learner_relu_backward),
@@ -618,6 +844,53 @@ WRONG_RULES = [
     WrongRule("tanh: grad_out forgotten", "tanh_backward", _with(learner_tanh_backward, mistake="no-upstream"),
               ("grad-out-forgotten",)),
     WrongRule("tanh: float64 result", "tanh_backward", _with(learner_tanh_backward, mistake="cosh"), ("float64-result",)),
+    # modern layers
+    WrongRule("batch norm: the term through the mean missing", "batch_norm_backward", _with(BN, mistake="no-mean-term"),
+              ("missing-mean-term",)),
+    WrongRule("batch norm: the term through the variance missing", "batch_norm_backward",
+              _with(BN, mistake="no-variance-term"), ("missing-variance-term",)),
+    WrongRule("batch norm: unbiased variance", "batch_norm_backward", _with(BN, mistake="unbiased"),
+              ("unbiased-variance",)),
+    WrongRule("batch norm: eval as training", "batch_norm_backward", _with(BN, mistake="eval-as-training"),
+              ("eval-as-training",)),
+    WrongRule("batch norm: training as eval", "batch_norm_backward", _with(BN, mistake="training-as-eval"),
+              ("training-as-eval",)),
+    WrongRule("batch norm: float64 result", "batch_norm_backward", _float64(BN), ("float64-result",)),
+    WrongRule("layer norm: last axis only", "layer_norm_backward", _with(LN, mistake="last-axis"),
+              ("layer-norm-last-axis-only",)),
+    WrongRule("layer norm: over the batch", "layer_norm_backward", _with(LN, mistake="over-batch"),
+              ("layer-norm-over-the-batch",)),
+    WrongRule("layer norm: float64 result", "layer_norm_backward", _float64(LN), ("float64-result",)),
+    WrongRule("group norm: interleaved groups", "group_norm_backward", _with(GN, mistake="interleaved"),
+              ("group-norm-interleaved-groups",)),
+    WrongRule("group norm: per channel", "group_norm_backward", _with(GN, mistake="per-channel"),
+              ("group-norm-per-channel",)),
+    WrongRule("group norm: float64 result", "group_norm_backward", _float64(GN), ("float64-result",)),
+    WrongRule("dropout: not scaled", "dropout_backward", _with(DROP, mistake="not-scaled"), ("dropout-not-scaled",)),
+    WrongRule("dropout: scaled twice", "dropout_backward", _with(DROP, mistake="twice"), ("dropout-scaled-twice",)),
+    WrongRule("dropout: float64 result", "dropout_backward", _float64(DROP), ("float64-result",)),
+    WrongRule("dropout2d: not scaled", "dropout2d_backward", _with(DROP, mistake="not-scaled"), ("dropout-not-scaled",)),
+    WrongRule("dropout2d: scaled twice", "dropout2d_backward", _with(DROP, mistake="twice"), ("dropout-scaled-twice",)),
+    WrongRule("dropout2d: mask tiled, not per channel", "dropout2d_backward", _with(DROP, mistake="tiled"),
+              ("dropout2d-mask-not-per-channel",)),
+    WrongRule("dropout2d: float64 result", "dropout2d_backward", _float64(DROP), ("float64-result",)),
+    WrongRule("adaptive pool: floor-only windows", "adaptive_avg_pool2d_backward", _with(ADAPT, mistake="floor"),
+              ("adaptive-floor-windows",)),
+    WrongRule("adaptive pool: float64 result", "adaptive_avg_pool2d_backward", _float64(ADAPT), ("float64-result",)),
+    WrongRule("max unpool: overwritten entries gathered", "max_unpool2d_backward", _with(UNPOOL, mistake="gather-all"),
+              ("unpool-overwritten-entries-gathered",)),
+    WrongRule("max unpool: float64 result", "max_unpool2d_backward", _float64(UNPOOL), ("float64-result",)),
+    WrongRule("interpolate: align_corners mixed up", "interpolate_backward", _with(INTERP, mistake="corners"),
+              ("bilinear-align-corners-mixed-up",)),
+    WrongRule("interpolate: nearest rounds", "interpolate_backward", _with(INTERP, mistake="round"),
+              ("nearest-round-instead-of-floor",)),
+    WrongRule("interpolate: float64 result", "interpolate_backward", _float64(INTERP), ("float64-result",)),
+    WrongRule("softmax: p * g", "softmax_backward", _with(SOFTMAX, mistake="no-inner"),
+              ("softmax-inner-product-missing",)),
+    WrongRule("softmax: float64 result", "softmax_backward", _float64(SOFTMAX), ("float64-result",)),
+    WrongRule("log_softmax: g", "log_softmax_backward", _with(LOG_SOFTMAX, mistake="identity"),
+              ("log-softmax-as-identity",)),
+    WrongRule("log_softmax: float64 result", "log_softmax_backward", _float64(LOG_SOFTMAX), ("float64-result",)),
     # subtle: wrong only on some geometries or inputs, and no classic mistake to name
     WrongRule("conv: stride[0] on both axes (only stride pairs)", "conv2d_backward", _with(CONV, mistake="one-stride")),
     WrongRule("conv: dilation[0] on both axes (only dilation pairs)", "conv2d_backward",
@@ -637,6 +910,8 @@ WRONG_RULES = [
               _with(learner_cross_entropy_backward, mistake="none-broadcast")),
     WrongRule("cross-entropy: off by 0.1% with smoothing and mean", "cross_entropy_backward",
               _with(learner_cross_entropy_backward, mistake="smoothing-mean-only")),
+    WrongRule("max pool: a NaN window's gradient to its first NaN (only NaN inputs)", "max_pool2d_backward",
+              _with(MAXP, mistake="nan-first")),
     WrongRule("relu: modifies grad_out in place", "relu_backward", _with(learner_relu_backward, mistake="in-place")),
     WrongRule("relu: passes at +0.0 only (signbit)", "relu_backward", _with(learner_relu_backward, mistake="signbit")),
     WrongRule("leaky relu: |negative_slope| (only negative slopes)", "leaky_relu_backward",
