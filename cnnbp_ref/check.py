@@ -7,12 +7,20 @@
 :func:`check_rule` calls your function exactly as the reference is called (the arrays by
 position, the options by keyword, e.g. ``fn(grad_out, x, weight, stride=2, padding=1,
 dilation=1, groups=1)``) and compares what it returns with the reference, in float64 and in
-float32:
+float32. The rules it knows (:func:`rule_names`): ``conv2d_backward``,
+``conv_transpose2d_backward``, ``max_pool2d_backward``, ``avg_pool2d_backward``,
+``linear_backward``, ``cross_entropy_backward``, ``relu_backward``, ``leaky_relu_backward``,
+``sigmoid_backward``, ``tanh_backward``, and the modern layers' ``batch_norm_backward``,
+``layer_norm_backward``, ``group_norm_backward``, ``dropout_backward``, ``dropout2d_backward``,
+``adaptive_avg_pool2d_backward``, ``max_unpool2d_backward``, ``interpolate_backward``,
+``softmax_backward``, ``log_softmax_backward``. It runs them
 
 1. on every configuration of the project's own test tables for that rule
    (:mod:`cnnbp_ref.cases`: strides that do not divide, overlapping and dilated windows, ties,
-   padding that would win if it were 0, ``ceil_mode``, ``count_include_pad``, groups, ``'same'``
-   with even kernels, ``output_padding``, label smoothing, exact zeros at kinks, ...);
+   padding that would win if it were 0, NaN windows, ``ceil_mode``, ``count_include_pad``, groups,
+   ``'same'`` with even kernels, ``output_padding``, label smoothing, exact zeros at kinks, batch
+   norm in training and eval mode, dropout with p = 0 and 1, adaptive windows that do not divide,
+   overlapping unpooling indices, ``align_corners`` both ways, ...);
 2. then on random valid configurations drawn by hypothesis, the first failing one shrunk to the
    smallest.
 
@@ -735,7 +743,11 @@ def check_rule(
         (``'conv2d_backward'``, ``'conv_transpose2d_backward'``, ``'max_pool2d_backward'``,
         ``'avg_pool2d_backward'``, ``'linear_backward'``, ``'cross_entropy_backward'``,
         ``'relu_backward'``, ``'leaky_relu_backward'``, ``'sigmoid_backward'``,
-        ``'tanh_backward'``, and any registered later)
+        ``'tanh_backward'``, ``'batch_norm_backward'``, ``'layer_norm_backward'``,
+        ``'group_norm_backward'``, ``'dropout_backward'``, ``'dropout2d_backward'``,
+        ``'adaptive_avg_pool2d_backward'``, ``'max_unpool2d_backward'``,
+        ``'interpolate_backward'``, ``'softmax_backward'``, ``'log_softmax_backward'``, and any
+        registered later)
     seed : seeds the random inputs and the random search; the same seed gives the same report
     max_examples : how many random configurations the search tries (the tables always run)
 
