@@ -307,14 +307,19 @@ def _pool_geometry(
 def _argmax_in_window(x: np.ndarray, n: int, c: int, oh: int, ow: int, pool: _PoolGeometry) -> Pair | None:
     """Position ``(h, w)`` of the maximum of one window, the first in scan order on ties.
 
+    A NaN wins over every number and over an earlier NaN, so a window with NaNs gives its last
+    NaN, as PyTorch's kernel does (it takes a tap when ``value > best or isnan(value)``).
     ``None`` when every tap of the window lies in the ``-inf`` padding.
     """
     best, best_position = -math.inf, None
     for i, j in itertools.product(range(pool.kernel[0]), range(pool.kernel[1])):
         h = oh * pool.stride[0] - pool.padding[0] + i * pool.dilation[0]
         w = ow * pool.stride[1] - pool.padding[1] + j * pool.dilation[1]
-        if _inside(h, w, x.shape[2:]) and (best_position is None or x[n, c, h, w] > best):
-            best, best_position = x[n, c, h, w], (h, w)
+        if not _inside(h, w, x.shape[2:]):
+            continue
+        value = x[n, c, h, w]
+        if best_position is None or value > best or math.isnan(value):
+            best, best_position = value, (h, w)
     return best_position
 
 

@@ -86,15 +86,7 @@ def test_reference_passes(rule):
     ("rule", "fn"),
     [
         ("conv2d_backward", naive.conv2d_backward_loops),
-        pytest.param(
-            "max_pool2d_backward",
-            naive.max_pool2d_backward_loops,
-            marks=pytest.mark.xfail(
-                reason="naive.max_pool2d_backward_loops sends a NaN window's gradient to its first NaN; "
-                "PyTorch and cnnbp_ref.max_pool2d_backward to the last (reported to the lead)",
-                strict=True,
-            ),
-        ),
+        ("max_pool2d_backward", naive.max_pool2d_backward_loops),
         ("avg_pool2d_backward", naive.avg_pool2d_backward_loops),
     ],
     ids=["conv2d", "max_pool2d", "avg_pool2d"],

@@ -291,3 +291,15 @@ def test_vectorized_avg_pool2d_equals_loops(rng, case, count_include_pad):
         avg_pool2d_backward_loops(grad_out, x, *args),
         **TIGHT,
     )
+
+
+@pytest.mark.torch
+def test_max_pool_loops_send_a_nan_windows_gradient_to_its_last_nan_like_torch(torch):
+    x = np.array([[[[np.nan, 1.0, np.nan, 5.0], [2.0, np.nan, 3.0, np.nan]]]])
+    grad_out = np.ones((1, 1, 1, 3))
+    x_t = torch.tensor(x, requires_grad=True)
+    torch.nn.functional.max_pool2d(x_t, kernel_size=2, stride=1).backward(torch.from_numpy(grad_out))
+    expected = np.array([[[[0.0, 0.0, 0.0, 0.0], [0.0, 2.0, 0.0, 1.0]]]])
+    np.testing.assert_array_equal(x_t.grad.numpy(), expected)
+    np.testing.assert_array_equal(max_pool2d_backward_loops(grad_out, x, kernel_size=2, stride=1), expected)
+    assert np.isnan(max_pool2d_loops(x, kernel_size=2, stride=1)).all()
