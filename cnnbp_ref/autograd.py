@@ -52,7 +52,7 @@ import numpy as np
 
 from cnnbp_ref import activations, adaptive_pool, conv, losses, nn, normalization, pooling, upsampling
 from cnnbp_ref._backend import check_float_array, check_same_dtype, namespace
-from cnnbp_ref._checks import Pair, check_ndim, check_shape
+from cnnbp_ref._checks import Pair, check_shape
 from cnnbp_ref._typing import Array
 
 # The package's __init__ rebinds `cnnbp_ref.linear` (and may rebind `cnnbp_ref.dropout`) to the
@@ -190,7 +190,11 @@ class Tensor:
                     "earlier backward; call the first backward with retain_graph=True to keep it"
                 )
             if node.vjp is None:  # a leaf
-                node.grad = grad_node if node.grad is None else node.grad + grad_node
+                # A copy the first time: the arriving array may be the caller's grad or shared by
+                # several leaves (a broadcast that summed nothing), and .grad is the leaf's own.
+                node.grad = (
+                    node.xp.asarray(grad_node, copy=True) if node.grad is None else node.grad + grad_node
+                )
                 if node._owner is not None:
                     layer, name = node._owner[0](), node._owner[1]
                     if layer is not None:
@@ -231,8 +235,10 @@ class Tensor:
         return Tensor(self.data)
 
     def item(self) -> float:
-        """The value of a one-element tensor as a Python float."""
-        return float(self.data)
+        """The value of a one-element tensor (any shape, such as ``(1, 1)``) as a Python float."""
+        if math.prod(self.shape) != 1:
+            raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
+        return float(self.xp.reshape(self.data, ()))
 
     def __repr__(self) -> str:
         how = f", op={self.op!r}" if self.op else ""
@@ -1065,7 +1071,7 @@ def _residual(layer: nn.Residual, x: Tensor) -> Tensor:
 @register_layer(nn.BatchNorm2d)
 def _batch_norm_layer(layer: nn.BatchNorm2d, x: Tensor) -> Tensor:
     """As ``BatchNorm2d.forward``: batch statistics in training mode, and the buffers updated."""
-    check_ndim("x", x.data, 4, "(N, C, H, W)")
+    layer._check_input(x.data)
     batch_statistics = layer.training or layer.running_mean is None
     track = layer.track_running_stats
     running = (layer.running_mean, layer.running_var) if not layer.training or track else (None, None)
@@ -1087,6 +1093,7 @@ def _batch_norm_layer(layer: nn.BatchNorm2d, x: Tensor) -> Tensor:
 
 @register_layer(nn.GroupNorm)
 def _group_norm_layer(layer: nn.GroupNorm, x: Tensor) -> Tensor:
+    layer._check_input(x.data)
     weight, bias = _parameter(layer, "weight"), _parameter(layer, "bias")
     return group_norm(x, layer.num_groups, weight, bias, layer.eps)
 

@@ -189,18 +189,21 @@ class Layer:
             raise TypeError(f"state must be a mapping of names to arrays, got {type(state).__name__}")
         targets = self._state_targets()
         missing = [key for key in targets if key not in state]
-        unexpected = [key for key in state if key not in targets]
-        problems = [f"missing {', '.join(missing)}"] if missing else []
-        if unexpected:
-            problems.append(f"unexpected {', '.join(map(str, unexpected))}")
+        unexpected = [str(key) for key in state if key not in targets]
+        problems = [
+            f"{what} {_some(keys)}"
+            for what, keys in (("missing", missing), ("unexpected", unexpected))
+            if keys
+        ]
         if problems:
             raise ValueError(f"state does not fit the model: {'; '.join(problems)}")
         for key, (layer, name) in targets.items():
             current, value = getattr(layer, name), state[key]
-            kind = getattr(getattr(value, "dtype", None), "kind", "f")  # NumPy's; other arrays: as float
+            kind = _dtype_kind(value)
             if kind not in ("iu" if isinstance(current, int) else "iuf"):
                 wanted = "an integer" if isinstance(current, int) else "a real"
-                raise TypeError(f"state[{key!r}] must be {wanted} array, got dtype {value.dtype}")
+                got = getattr(value, "dtype", type(value).__name__)
+                raise TypeError(f"state[{key!r}] must be {wanted} array or number, got {got}")
             shape = tuple(getattr(value, "shape", ()))
             expected = () if isinstance(current, int) else tuple(current.shape)
             if shape != expected:
@@ -623,6 +626,26 @@ def _flag(name: str, value: Any) -> bool:
     return value
 
 
+def _some(keys: list[str], shown: int = 5) -> str:
+    """The first few keys and how many more: one readable line however large the model."""
+    more = f" (+{len(keys) - shown} more)" if len(keys) > shown else ""
+    return ", ".join(keys[:shown]) + more
+
+
+def _dtype_kind(value: Any) -> str:
+    """NumPy's dtype kind of a state entry: an array of any library, a PyTorch tensor or a number."""
+    if isinstance(value, bool):
+        return "b"
+    if isinstance(value, numbers.Integral):
+        return "i"
+    if isinstance(value, numbers.Real):
+        return "f"
+    try:
+        return np.dtype(str(value.dtype).removeprefix("torch.")).kind
+    except (AttributeError, TypeError):
+        return "O"
+
+
 def _check_channels(x: Any, expected: int, what: str) -> None:
     """``x: (N, C, ...)`` must have ``C == expected`` (``what`` names the layer's argument)."""
     if x.ndim < 2 or x.shape[1] != expected:
@@ -692,12 +715,16 @@ class BatchNorm2d(Layer):
             self.running_mean = self.running_var = None
         self._statistics: tuple[bool, Any, Any] = (True, None, None)
 
-    def forward(self, x: Any) -> Any:
-        """``x: (N, num_features, H, W)`` -> ``(N, num_features, H, W)``."""
+    def _check_input(self, x: Any) -> None:
+        """``x`` must be a float ``(N, num_features, H, W)`` array (the array and the autograd paths)."""
         xp = namespace(x=x)
         check_float_array(xp, "x", x)
         check_ndim("x", x, 4, "(N, C, H, W)")
         _check_channels(x, self.num_features, "num_features")
+
+    def forward(self, x: Any) -> Any:
+        """``x: (N, num_features, H, W)`` -> ``(N, num_features, H, W)``."""
+        self._check_input(x)
         batch_statistics = self.training or self.running_mean is None
         running = (
             (self.running_mean, self.running_var)
@@ -793,11 +820,15 @@ class GroupNorm(Layer):
         self.grad_weight: Any = None
         self.grad_bias: Any = None
 
-    def forward(self, x: Any) -> Any:
-        """``x: (N, num_channels, *)`` -> the same shape."""
+    def _check_input(self, x: Any) -> None:
+        """``x`` must be a float ``(N, num_channels, *)`` array (the array and the autograd paths)."""
         xp = namespace(x=x)
         check_float_array(xp, "x", x)
         _check_channels(x, self.num_channels, "num_channels")
+
+    def forward(self, x: Any) -> Any:
+        """``x: (N, num_channels, *)`` -> the same shape."""
+        self._check_input(x)
         out = group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
         self._input = x
         return out

@@ -292,7 +292,8 @@ def load_params(path: str | os.PathLike, model: nn.Layer) -> None:
     try:
         model.load_state_dict(state)
     except (ValueError, TypeError) as err:
-        raise ValueError(f"{path}: does not fit the model: {err}") from err
+        reason = str(err).removeprefix("state does not fit the model: ")
+        raise ValueError(f"{path}: does not fit the model: {reason}") from err
 
 
 def _load_data(args: argparse.Namespace):
@@ -421,7 +422,8 @@ def _check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     if args.save is not None:
         target, folder = npz_path(args.save), npz_path(args.save).parent
         if not folder.is_dir():
-            parser.error(f"--save {args.save}: folder {folder} does not exist (create it first)")
+            why = "is a file, not a folder" if folder.exists() else "does not exist (create it first)"
+            parser.error(f"--save {args.save}: {folder} {why}")
         if args.save.is_dir() or target.is_dir():
             parser.error(f"--save {args.save}: {args.save if args.save.is_dir() else target} is a folder")
         if not os.access(folder, os.W_OK):

@@ -1197,3 +1197,35 @@ def test_calling_a_model_on_a_tensor_records_the_graph(rng):
     for ours, theirs in zip(called.grads, through_forward.grads, strict=True):
         np.testing.assert_array_equal(ours, theirs)
     np.testing.assert_array_equal(called(x0), through_forward.forward(x0))  # arrays: as before
+
+
+def test_leaf_gradients_are_their_own_arrays():
+    a, b = leaf(np.ones(3)), leaf(np.ones(3))
+    upstream = np.full(3, 2.0)
+    (a + b).backward(upstream)
+    assert a.grad is not b.grad and a.grad is not upstream
+    a.grad *= 0.5  # clipping one gradient in place leaves the other and the caller's array alone
+    np.testing.assert_array_equal(b.grad, upstream)
+    np.testing.assert_array_equal(upstream, np.full(3, 2.0))
+
+
+def test_item_takes_any_one_element_shape():
+    assert ag.Tensor(np.full((1, 1), 3.5)).item() == 3.5
+    with pytest.raises(ValueError, match=r"item\(\) needs a tensor with one element, got shape \(2,\)"):
+        ag.Tensor(np.ones(2)).item()
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        pytest.param(lambda: nn.BatchNorm2d(3, affine=False, track_running_stats=False), id="batch-norm"),
+        pytest.param(lambda: nn.BatchNorm2d(3), id="batch-norm-running"),
+        pytest.param(lambda: nn.GroupNorm(1, 3, affine=False), id="group-norm"),
+    ],
+)
+def test_normalisation_layers_check_channels_on_tensors_too(layer):
+    x = np.random.default_rng(0).standard_normal((2, 5, 3, 3))
+    with pytest.raises(ValueError, match=r"x must have num_(features|channels)=3 channels"):
+        layer()(x)
+    with pytest.raises(ValueError, match=r"x must have num_(features|channels)=3 channels"):
+        layer()(ag.Tensor(x))

@@ -1158,3 +1158,19 @@ def test_modern_bad_inputs(call, error, message):
 def test_modern_backward_before_forward(layer):
     with pytest.raises(RuntimeError, match=r"backward called before forward"):
         layer.backward(np.ones((1, 1, 1, 1), dtype=np.float32))
+
+
+@pytest.mark.torch
+def test_load_state_dict_takes_a_torch_state_dict_and_python_numbers(torch):
+    ours = Sequential(Conv2d(1, 2, 3, rng=0), BatchNorm2d(2))
+    theirs = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2)).double()
+    theirs[1].num_batches_tracked += 7
+    ours.load_state_dict(theirs.state_dict())
+    np.testing.assert_array_equal(ours.state_dict()["0.weight"], theirs[0].weight.detach().numpy())
+    assert ours.state_dict()["1.num_batches_tracked"] == 7
+    ours.load_state_dict({**ours.state_dict(), "1.num_batches_tracked": 3})
+    assert ours[1].num_batches_tracked == 3
+    with pytest.raises(
+        TypeError, match=r"state\['1\.num_batches_tracked'\] must be an integer array or number, got float"
+    ):
+        ours.load_state_dict({**ours.state_dict(), "1.num_batches_tracked": 2.5})

@@ -116,9 +116,7 @@ def test_save_and_load_round_trip(tmp_path):
     ):
         load_params(path, build_model(in_channels=3))
     np.savez(tmp_path / "short.npz", np.zeros(1))
-    with pytest.raises(
-        ValueError, match=r"does not fit the model: state does not fit the model: missing 0\.weight"
-    ):
+    with pytest.raises(ValueError, match=r"does not fit the model: missing 0\.weight"):
         load_params(tmp_path / "short.npz", fresh)
 
 
@@ -507,9 +505,16 @@ CLI_FAILURES = [
         None,
         lambda d: ["--save", str(d / "no" / "m")],
         2,
-        r"folder .*no does not exist",
+        r"no does not exist \(create it first\)",
     ),
     ("save-is-a-folder", None, lambda d: ["--save", str(d)], 2, r"is a folder"),
+    (
+        "save-folder-is-a-file",
+        lambda d: (d / "afile").write_text(""),
+        lambda d: ["--save", str(d / "afile" / "m")],
+        2,
+        r"afile is a file, not a folder",
+    ),
     (
         "test-fraction-0",
         None,
@@ -582,7 +587,7 @@ def test_cli_failures_are_one_line_without_traceback(tmp_path, capsys, write, ar
         (
             "cnn",
             ["--model", "resnet"],
-            r"does not fit the model: state does not fit the model: missing 1\.weight",
+            r"does not fit the model: missing 1\.weight, .* \(\+\d+ more\)",
         ),
         ("resnet", [], r"does not fit the model: .*unexpected 1\.weight"),
         (
