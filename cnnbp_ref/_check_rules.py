@@ -414,7 +414,7 @@ for _name, _reference, _mistakes in (
 
 
 def _draw_batch_norm(case: NormCase, rng: np.random.Generator) -> Call:
-    x = 1.5 * rng.standard_normal(case.x_shape) + 0.5
+    x = 1.5 * rng.standard_normal(case.x_shape) + 0.5 + case.offset
     channels = case.x_shape[1]
     running = case.running
     options = {
@@ -429,7 +429,7 @@ def _draw_batch_norm(case: NormCase, rng: np.random.Generator) -> Call:
 
 def _draw_layer_norm(case: NormCase, rng: np.random.Generator) -> Call:
     normalized = (case.axes,) if isinstance(case.axes, int) else tuple(case.axes)
-    x = 1.5 * rng.standard_normal(case.x_shape) + 0.5
+    x = 1.5 * rng.standard_normal(case.x_shape) + 0.5 + case.offset
     weight = rng.standard_normal(normalized) if case.affine else None
     return Call(
         {"grad_out": rng.standard_normal(case.x_shape), "x": x},
@@ -438,7 +438,7 @@ def _draw_layer_norm(case: NormCase, rng: np.random.Generator) -> Call:
 
 
 def _draw_group_norm(case: NormCase, rng: np.random.Generator) -> Call:
-    x = 1.5 * rng.standard_normal(case.x_shape) - 0.5
+    x = 1.5 * rng.standard_normal(case.x_shape) - 0.5 + case.offset
     weight = rng.standard_normal(case.x_shape[1]) if case.affine else None
     return Call(
         {"grad_out": rng.standard_normal(case.x_shape), "x": x},
@@ -474,7 +474,10 @@ register_rule(
     batch_norm_backward,
     outputs=("grad_x", "grad_weight", "grad_bias"),
     draw=_draw_batch_norm,
-    cases=list(BN_BACKWARD_CASES.items()),
+    # not the offset rows: a mean of 1e4 against a spread of 2 amplifies float32's rounding of x
+    # by the rule's condition number (about 5e3), past the fixed float32 tolerance for any correct
+    # implementation (tests/test_normalization.py scales its tolerance by that number instead)
+    cases=[(name, case) for name, case in BN_BACKWARD_CASES.items() if case.offset == 0],
     configurations=lambda st: _norm_configurations(st, "batch"),
     mistakes=mistakes.BATCH_NORM,
 )

@@ -281,7 +281,10 @@ class NormCase(NamedTuple):
     """One batch/layer/group norm configuration.
 
     ``axes`` is batch norm's ``training`` flag, layer norm's ``normalized_shape`` or group norm's
-    ``num_groups``; ``running``: batch norm has running statistics (eval mode then uses them).
+    ``num_groups`` (readable under those names too); ``running``: batch norm has running statistics
+    (eval mode then uses them). ``momentum`` and ``num_batches_tracked`` only feed batch norm's
+    forward update of the running statistics (the backward reads neither); ``offset`` is added to
+    the drawn ``x``, a mean far from 0 against the spread.
     """
 
     x_shape: tuple[int, ...]
@@ -289,24 +292,46 @@ class NormCase(NamedTuple):
     affine: bool = True
     running: bool = True
     eps: float = 1e-5
+    momentum: float | None = 0.1
+    num_batches_tracked: int = 0
+    offset: float = 0.0
+
+    @property
+    def training(self) -> bool:
+        """Batch norm's ``training`` flag (``axes``)."""
+        return self.axes
+
+    @property
+    def normalized_shape(self) -> Any:
+        """Layer norm's ``normalized_shape`` (``axes``)."""
+        return self.axes
+
+    @property
+    def num_groups(self) -> int:
+        """Group norm's ``num_groups`` (``axes``)."""
+        return self.axes
 
 
 # batch_norm_backward: (id, case), ``axes`` = training
 BN_BACKWARD_CASES = {
     "train-4d": NormCase((4, 3, 5, 2), True),
     "train-2d": NormCase((6, 4), True),
-    "train-3d": NormCase((2, 3, 7), True),
+    "train-3d": NormCase((2, 3, 7), True, momentum=0.5),
     "train-5d": NormCase((2, 2, 3, 2, 2), True),
     "train-two-values": NormCase((2, 3), True),  # the smallest batch training allows
     "train-one-sample-spatial": NormCase((1, 3, 2, 2), True),
+    "train-momentum-none-first": NormCase((3, 2, 4, 4), True, momentum=None),
+    "train-momentum-none-later": NormCase((3, 2, 4, 4), True, momentum=None, num_batches_tracked=5),
+    "train-momentum-one": NormCase((3, 2, 3, 3), True, momentum=1.0),
     "train-no-running": NormCase((3, 2, 3, 3), True, running=False),
-    "train-no-affine": NormCase((2, 3, 4, 4), True, affine=False),
+    "train-no-affine": NormCase((2, 3, 4, 4), True, affine=False, momentum=0.3),
     "train-bare": NormCase((5, 2, 3), True, affine=False, running=False),
     "train-eps": NormCase((4, 3, 2, 2), True, eps=0.5),
+    "train-offset": NormCase((4, 2, 3, 3), True, offset=1e4),
     "eval-4d": NormCase((4, 3, 5, 2), False),
     "eval-2d": NormCase((6, 4), False),
     "eval-no-affine": NormCase((2, 3, 4, 4), False, affine=False),
-    "eval-one-value": NormCase((1, 3, 1, 1), False),
+    "eval-one-value": NormCase((1, 3, 1, 1), False),  # allowed in eval mode
     "eval-eps": NormCase((2, 2, 3, 3), False, eps=0.25),
 }
 
@@ -328,13 +353,13 @@ LN_BACKWARD_CASES = {
 GN_BACKWARD_CASES = {
     "groups-2": NormCase((2, 4, 3, 3), 2),
     "groups-3-of-6": NormCase((3, 6, 2, 2), 3),
-    "one-group": NormCase((2, 4, 3, 2), 1),
-    "instance": NormCase((2, 3, 4, 4), 3),
+    "one-group": NormCase((2, 4, 3, 2), 1),  # layer norm over (C, H, W), per-channel affine
+    "instance": NormCase((2, 3, 4, 4), 3),  # num_groups = C
     "instance-no-affine": NormCase((2, 3, 3, 3), 3, affine=False),
     "2d-input": NormCase((5, 6), 2),
     "3d-input": NormCase((2, 4, 5), 4),
     "5d-input": NormCase((2, 4, 2, 2, 2), 2),
-    "one-value-per-group": NormCase((3, 4), 4),
+    "one-value-per-group": NormCase((3, 4), 4),  # y = bias, gradient 0
     "eps": NormCase((2, 4, 2, 2), 2, eps=0.2),
     "empty-batch": NormCase((0, 4, 2, 2), 2),
 }
@@ -399,6 +424,8 @@ INTERPOLATE_CASES = [
     ("nearest-size-down", (1, 2, 8, 7), {"size": (3, 4)}),
     ("nearest-factor-1.5", (1, 2, 5, 4), {"scale_factor": 1.5}),
     ("nearest-factor-pair", (1, 2, 4, 6), {"scale_factor": (2.5, 0.5)}),
+    ("nearest-factor-not-i-over-r", (1, 1, 10, 3), {"scale_factor": 2.05}),  # O = 20 = 2 I: shortcut
+    ("nearest-factor-near-one", (1, 1, 6, 5), {"scale_factor": 1.0001}),  # O = I: a copy
     ("nearest-factor-1.7", (1, 1, 7, 5), {"scale_factor": 1.7}),
     ("nearest-same-size", (1, 2, 4, 5), {"size": (4, 5)}),
     ("nearest-to-one", (1, 2, 5, 3), {"size": 1}),
@@ -415,18 +442,27 @@ INTERPOLATE_CASES = [
         (1, 2, 4, 6),
         {"scale_factor": (2.5, 0.5), "mode": "bilinear", "align_corners": True},
     ),
+    ("bilinear-factor-near-one", (1, 1, 6, 5), {"scale_factor": 1.0001, "mode": "bilinear"}),
+    ("bilinear-factor-2.05", (1, 1, 10, 3), {"scale_factor": 2.05, "mode": "bilinear"}),
     ("bilinear-to-one", (1, 2, 5, 3), {"size": 1, "mode": "bilinear"}),
+    ("bilinear-to-one-corners", (1, 2, 5, 3), {"size": (1, 2), "mode": "bilinear", "align_corners": True}),
     ("bilinear-from-one", (1, 2, 1, 1), {"size": (3, 4), "mode": "bilinear"}),
+    ("bilinear-from-one-corners", (1, 2, 1, 2), {"size": (3, 4), "mode": "bilinear", "align_corners": True}),
     ("empty-batch", (0, 2, 3, 3), {"scale_factor": 2, "mode": "bilinear"}),
 ]
 
 # softmax_backward / log_softmax_backward: (x shape, axis)
 SOFTMAX_CASES = [
     ((5,), -1),
+    ((3, 4), -1),
+    ((3, 4), 0),
     ((4, 6), -1),
     ((4, 6), 0),
     ((2, 3, 4), 1),
     ((2, 3, 4), -3),
-    ((3, 1), -1),  # one class: the gradient is 0
+    ((1, 1), 1),  # one class: the gradient is 0
+    ((3, 1), -1),
+    ((0, 3), 1),  # no rows
     ((0, 4), -1),
+    ((2, 0), 1),  # nothing to normalise along the axis
 ]

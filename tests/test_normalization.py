@@ -9,7 +9,7 @@ bad inputs pins down the error messages.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cnnbp_ref import naive_modern
+from cnnbp_ref.cases import BN_BACKWARD_CASES, GN_BACKWARD_CASES, LN_BACKWARD_CASES, NormCase
 from cnnbp_ref.gradcheck import check_gradient
 from cnnbp_ref.normalization import (
     batch_norm,
@@ -45,42 +46,12 @@ def to_t(torch, a, grad=False):
 # batch norm: the table
 
 
-class BNCase(NamedTuple):
-    x_shape: tuple[int, ...]  # (N, C, *spatial)
-    training: bool
-    momentum: float | None = 0.1
-    affine: bool = True
-    running: bool = True
-    num_batches_tracked: int = 0
-    eps: float = 1e-5
-    offset: float = 0.0  # added to x: a mean far from 0 against the spread
-
-
-BN_CASES = {
-    "train-4d": BNCase((4, 3, 5, 2), True),
-    "train-2d": BNCase((6, 4), True),
-    "train-3d": BNCase((2, 3, 7), True, momentum=0.5),
-    "train-5d": BNCase((2, 2, 3, 2, 2), True),
-    "train-two-values": BNCase((2, 3), True),  # the smallest batch training allows
-    "train-one-sample-spatial": BNCase((1, 3, 2, 2), True),
-    "train-momentum-none-first": BNCase((3, 2, 4, 4), True, momentum=None),
-    "train-momentum-none-later": BNCase((3, 2, 4, 4), True, momentum=None, num_batches_tracked=5),
-    "train-momentum-one": BNCase((3, 2, 3, 3), True, momentum=1.0),
-    "train-no-running": BNCase((3, 2, 3, 3), True, running=False),
-    "train-no-affine": BNCase((2, 3, 4, 4), True, momentum=0.3, affine=False),
-    "train-bare": BNCase((5, 2, 3), True, affine=False, running=False),
-    "train-eps": BNCase((4, 3, 2, 2), True, eps=0.5),
-    "train-offset": BNCase((4, 2, 3, 3), True, offset=1e4),
-    "eval-4d": BNCase((4, 3, 5, 2), False),
-    "eval-2d": BNCase((6, 4), False),
-    "eval-no-affine": BNCase((2, 3, 4, 4), False, affine=False),
-    "eval-one-value": BNCase((1, 3, 1, 1), False),  # allowed in eval mode
-    "eval-eps": BNCase((2, 2, 3, 3), False, eps=0.25),
-}
+# the rows live in cnnbp_ref.cases (the checker grades on them too); ``axes`` is ``training``
+BN_CASES = BN_BACKWARD_CASES
 BN_IDS = list(BN_CASES)
 
 
-def bn_inputs(rng, case: BNCase, dtype=np.float64):
+def bn_inputs(rng, case: NormCase, dtype=np.float64):
     """x, running_mean, running_var, weight, bias (None where the case has none), grad_out."""
     c = case.x_shape[1]
     x = (rng.standard_normal(case.x_shape) * 2.0 + case.offset).astype(dtype)
@@ -92,7 +63,7 @@ def bn_inputs(rng, case: BNCase, dtype=np.float64):
     return x, running_mean, running_var, weight, bias, grad_out
 
 
-def bn_options(case: BNCase) -> dict[str, Any]:
+def bn_options(case: NormCase) -> dict[str, Any]:
     return {
         "training": case.training,
         "momentum": case.momentum,
@@ -101,7 +72,7 @@ def bn_options(case: BNCase) -> dict[str, Any]:
     }
 
 
-def bn_backward_options(case: BNCase) -> dict[str, Any]:
+def bn_backward_options(case: NormCase) -> dict[str, Any]:
     return {"training": case.training, "eps": case.eps}
 
 
@@ -335,29 +306,12 @@ def test_batch_norm_momentum_none_is_the_cumulative_average(rng):
 # layer norm: the table
 
 
-class LNCase(NamedTuple):
-    x_shape: tuple[int, ...]
-    normalized_shape: Any  # int or tuple
-    affine: bool = True
-    eps: float = 1e-5
-
-
-LN_CASES = {
-    "last-axis": LNCase((4, 6), (6,)),
-    "last-axis-int": LNCase((3, 2, 5), 5),
-    "two-axes": LNCase((2, 3, 4, 5), (4, 5)),
-    "three-axes": LNCase((2, 3, 4, 2), (3, 4, 2)),
-    "no-leading-axis": LNCase((3, 4), (3, 4)),
-    "no-affine": LNCase((3, 2, 5), (2, 5), affine=False),
-    "two-values": LNCase((5, 2), (2,)),
-    "one-value": LNCase((4, 1), (1,)),  # y = bias, gradient 0
-    "eps": LNCase((3, 6), (6,), eps=0.3),
-    "empty-batch": LNCase((0, 4), (4,)),
-}
+# ``axes`` is ``normalized_shape``
+LN_CASES = LN_BACKWARD_CASES
 LN_IDS = list(LN_CASES)
 
 
-def ln_inputs(rng, case: LNCase, dtype=np.float64):
+def ln_inputs(rng, case: NormCase, dtype=np.float64):
     normalized = (case.normalized_shape,) if isinstance(case.normalized_shape, int) else case.normalized_shape
     x = (rng.standard_normal(case.x_shape) * 1.5 + 0.5).astype(dtype)
     weight = rng.standard_normal(normalized).astype(dtype) if case.affine else None
@@ -410,30 +364,12 @@ def test_layer_norm_finite_differences_and_loops(rng, name):
 # group norm: the table
 
 
-class GNCase(NamedTuple):
-    x_shape: tuple[int, ...]  # (N, C, *)
-    num_groups: int
-    affine: bool = True
-    eps: float = 1e-5
-
-
-GN_CASES = {
-    "groups-2": GNCase((2, 4, 3, 3), 2),
-    "groups-3-of-6": GNCase((3, 6, 2, 2), 3),
-    "one-group": GNCase((2, 4, 3, 2), 1),  # layer norm over (C, H, W), per-channel affine
-    "instance": GNCase((2, 3, 4, 4), 3),  # num_groups = C
-    "instance-no-affine": GNCase((2, 3, 3, 3), 3, affine=False),
-    "2d-input": GNCase((5, 6), 2),
-    "3d-input": GNCase((2, 4, 5), 4),
-    "5d-input": GNCase((2, 4, 2, 2, 2), 2),
-    "one-value-per-group": GNCase((3, 4), 4),  # y = bias, gradient 0
-    "eps": GNCase((2, 4, 2, 2), 2, eps=0.2),
-    "empty-batch": GNCase((0, 4, 2, 2), 2),
-}
+# ``axes`` is ``num_groups``
+GN_CASES = GN_BACKWARD_CASES
 GN_IDS = list(GN_CASES)
 
 
-def gn_inputs(rng, case: GNCase, dtype=np.float64):
+def gn_inputs(rng, case: NormCase, dtype=np.float64):
     c = case.x_shape[1]
     x = (rng.standard_normal(case.x_shape) * 1.5 - 0.5).astype(dtype)
     weight = rng.standard_normal(c).astype(dtype) if case.affine else None
@@ -604,7 +540,14 @@ def test_random_batch_norm_matches_torch(torch, data, n, c, spatial, training, m
         return  # one value per channel: the error test covers it
     if not training:
         running = True
-    case = BNCase(shape, training, momentum, affine, running, data.draw(st.integers(0, 9)))
+    case = NormCase(
+        shape,
+        training,
+        affine,
+        running,
+        momentum=momentum,
+        num_batches_tracked=data.draw(st.integers(0, 9)),
+    )
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     x, running_mean, running_var, weight, bias, grad_out = bn_inputs(rng, case)
     y, new_mean, new_var = batch_norm(x, running_mean, running_var, weight, bias, **bn_options(case))
@@ -636,7 +579,7 @@ def test_random_group_and_layer_norm_match_torch(torch, data, n, groups, per_gro
     shape = (n, groups * per_group, *spatial)
     if n * per_group * int(np.prod(spatial)) == 1:
         return  # PyTorch's check, covered by the bad-input table
-    x, weight, bias, grad_out = gn_inputs(rng, GNCase(shape, groups, affine))
+    x, weight, bias, grad_out = gn_inputs(rng, NormCase(shape, groups, affine))
     xt = to_t(torch, x, grad=True)
     yt = torch.nn.functional.group_norm(xt, groups, to_t(torch, weight), to_t(torch, bias))
     yt.backward(torch.tensor(grad_out))

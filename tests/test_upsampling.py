@@ -18,45 +18,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cnnbp_ref import naive_modern
+from cnnbp_ref.cases import INTERPOLATE_CASES
 from cnnbp_ref.gradcheck import check_gradient
 from cnnbp_ref.upsampling import interpolate, interpolate_backward, interpolation_matrices
 
 EXACT = {"rtol": 1e-13, "atol": 1e-13}
 
-# (id, x shape, options)
-CASES: list[tuple[str, tuple[int, int, int, int], dict[str, Any]]] = [
-    ("nearest-x2", (2, 3, 4, 5), {"scale_factor": 2}),
-    ("nearest-x3", (1, 2, 3, 4), {"scale_factor": 3.0}),
-    ("nearest-size-up", (1, 2, 3, 4), {"size": (7, 9)}),
-    ("nearest-size-down", (1, 2, 8, 7), {"size": (3, 4)}),
-    ("nearest-factor-1.5", (1, 2, 5, 4), {"scale_factor": 1.5}),
-    ("nearest-factor-pair", (1, 2, 4, 6), {"scale_factor": (2.5, 0.5)}),
-    ("nearest-factor-not-i-over-r", (1, 1, 10, 3), {"scale_factor": 2.05}),  # O = 20 = 2 I: shortcut
-    ("nearest-factor-near-one", (1, 1, 6, 5), {"scale_factor": 1.0001}),  # O = I: a copy
-    ("nearest-factor-1.7", (1, 1, 7, 5), {"scale_factor": 1.7}),
-    ("nearest-same-size", (1, 2, 4, 5), {"size": (4, 5)}),
-    ("nearest-to-one", (1, 2, 5, 3), {"size": 1}),
-    ("bilinear-x2", (2, 3, 4, 5), {"scale_factor": 2, "mode": "bilinear"}),
-    ("bilinear-x2-corners", (2, 3, 4, 5), {"scale_factor": 2, "mode": "bilinear", "align_corners": True}),
-    ("bilinear-size-up", (1, 2, 3, 4), {"size": (7, 9), "mode": "bilinear", "align_corners": False}),
-    ("bilinear-size-up-corners", (1, 2, 3, 4), {"size": (7, 9), "mode": "bilinear", "align_corners": True}),
-    ("bilinear-size-down", (1, 2, 9, 8), {"size": (4, 3), "mode": "bilinear"}),
-    ("bilinear-size-down-corners", (1, 2, 9, 8), {"size": (4, 3), "mode": "bilinear", "align_corners": True}),
-    ("bilinear-factor-1.5", (1, 2, 5, 4), {"scale_factor": 1.5, "mode": "bilinear"}),
-    ("bilinear-factor-0.6", (1, 2, 8, 7), {"scale_factor": 0.6, "mode": "bilinear"}),
-    (
-        "bilinear-factor-pair-corners",
-        (1, 2, 4, 6),
-        {"scale_factor": (2.5, 0.5), "mode": "bilinear", "align_corners": True},
-    ),
-    ("bilinear-factor-near-one", (1, 1, 6, 5), {"scale_factor": 1.0001, "mode": "bilinear"}),
-    ("bilinear-factor-2.05", (1, 1, 10, 3), {"scale_factor": 2.05, "mode": "bilinear"}),
-    ("bilinear-to-one", (1, 2, 5, 3), {"size": 1, "mode": "bilinear"}),
-    ("bilinear-to-one-corners", (1, 2, 5, 3), {"size": (1, 2), "mode": "bilinear", "align_corners": True}),
-    ("bilinear-from-one", (1, 2, 1, 1), {"size": (3, 4), "mode": "bilinear"}),
-    ("bilinear-from-one-corners", (1, 2, 1, 2), {"size": (3, 4), "mode": "bilinear", "align_corners": True}),
-    ("empty-batch", (0, 2, 3, 3), {"scale_factor": 2, "mode": "bilinear"}),
-]
+# (id, x shape, options): the rows live in cnnbp_ref.cases (the checker grades on them too)
+CASES = INTERPOLATE_CASES
 IDS = [c[0] for c in CASES]
 PARAMS = pytest.mark.parametrize(("shape", "options"), [c[1:] for c in CASES], ids=IDS)
 
