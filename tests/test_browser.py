@@ -76,9 +76,22 @@ def toc_pages() -> list[str]:
     """Every page of ``_toc.yml`` as a path relative to the site root, plus the search page and index."""
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     files = [toc["root"]]
+
+    def add(entries: list[dict]) -> None:
+        for entry in entries:
+            if "file" in entry:
+                files.append(entry["file"])
+            if "glob" in entry:  # e.g. the API reference's pages, book/api/*
+                matches = sorted(ROOT.glob(entry["glob"] + ".*"))
+                files.extend(
+                    str(m.relative_to(ROOT).with_suffix("")) for m in matches if m.suffix in (".md", ".ipynb")
+                )
+            add(entry.get("sections", []))
+
     for part in toc.get("parts", []):
-        files += [chapter["file"] for chapter in part["chapters"]]
-    return [f"{file}.html" for file in files] + ["search.html", "genindex.html"]
+        add(part["chapters"])
+    unique = list(dict.fromkeys(files))
+    return [f"{file}.html" for file in unique] + ["search.html", "genindex.html"]
 
 
 PAGES = toc_pages()
@@ -440,7 +453,7 @@ const players = Array.from(document.querySelectorAll('div.animation'));
 })();
 """
 
-ANIMATED_PAGES = [page for page in PAGES if page.startswith("book/")]
+ANIMATED_PAGES = [page for page in PAGES if page.startswith("book/") and not page.startswith("book/api/")]
 
 
 @functools.cache
