@@ -646,6 +646,15 @@ def _dtype_kind(value: Any) -> str:
         return "O"
 
 
+class _AffineNorm(Layer):
+    """A normalisation layer with an optional ``weight`` (gamma) and ``bias`` (beta)."""
+
+    def _keep_affine_grads(self, grad_weight: Any, grad_bias: Any) -> None:
+        """The rule returns both gradients always; keep those of the parameters the layer has."""
+        self.grad_weight = grad_weight if self.weight is not None else None
+        self.grad_bias = grad_bias if self.bias is not None else None
+
+
 def _check_channels(x: Any, expected: int, what: str) -> None:
     """``x: (N, C, ...)`` must have ``C == expected`` (``what`` names the layer's argument)."""
     if x.ndim < 2 or x.shape[1] != expected:
@@ -654,7 +663,7 @@ def _check_channels(x: Any, expected: int, what: str) -> None:
         )
 
 
-class BatchNorm2d(Layer):
+class BatchNorm2d(_AffineNorm):
     """Batch normalisation over ``(N, H, W)`` per channel, as ``torch.nn.BatchNorm2d``.
 
     ``forward`` maps ``x: (N, num_features, H, W)`` to the same shape with
@@ -761,8 +770,7 @@ class BatchNorm2d(Layer):
             training=batch_statistics,
             eps=self.eps,
         )
-        self.grad_weight = grad_weight if self.weight is not None else None
-        self.grad_bias = grad_bias if self.bias is not None else None
+        self._keep_affine_grads(grad_weight, grad_bias)
         return grad_x
 
     def extra_repr(self) -> str:
@@ -772,7 +780,7 @@ class BatchNorm2d(Layer):
         )
 
 
-class GroupNorm(Layer):
+class GroupNorm(_AffineNorm):
     """Group normalisation, as ``torch.nn.GroupNorm``: each sample's channels in ``num_groups`` groups.
 
     ``forward`` maps ``x: (N, num_channels, *)`` to the same shape with
@@ -838,8 +846,7 @@ class GroupNorm(Layer):
         grad_x, grad_weight, grad_bias = group_norm_backward(
             grad_out, self._saved_input(), self.num_groups, self.weight, self.eps
         )
-        self.grad_weight = grad_weight if self.weight is not None else None
-        self.grad_bias = grad_bias if self.bias is not None else None
+        self._keep_affine_grads(grad_weight, grad_bias)
         return grad_x
 
     def extra_repr(self) -> str:
@@ -849,7 +856,7 @@ class GroupNorm(Layer):
         )
 
 
-class LayerNorm(Layer):
+class LayerNorm(_AffineNorm):
     """Layer normalisation over the trailing ``normalized_shape`` axes, as ``torch.nn.LayerNorm``.
 
     ``forward`` maps ``x: (*, *normalized_shape)`` to the same shape with
@@ -905,8 +912,7 @@ class LayerNorm(Layer):
         grad_x, grad_weight, grad_bias = layer_norm_backward(
             grad_out, self._saved_input(), self.normalized_shape, self.weight, self.eps
         )
-        self.grad_weight = grad_weight if self.weight is not None else None
-        self.grad_bias = grad_bias if self.bias is not None else None
+        self._keep_affine_grads(grad_weight, grad_bias)
         return grad_x
 
     def extra_repr(self) -> str:
