@@ -310,6 +310,13 @@ def _conv_mistakes() -> list[Mistake]:
         options = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
         return _group_offset_ignored(conv2d_backward, grad_out, x, weight, options)
 
+    def averaged(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1):
+        grad_x, grad_weight, grad_bias = conv2d_backward(
+            grad_out, x, weight, stride, padding, dilation, groups
+        )
+        samples = np.float64(x.shape[0])  # 0 samples: 0 / 0, NaN, as a learner's code gives
+        return grad_x, grad_weight / samples, grad_bias / samples
+
     return [
         Mistake("col2im-overwrites-by-offset", OVERWRITE_COL2IM, overwrite("assign-offsets")),
         Mistake("col2im-overwrites-by-window", OVERWRITE_COL2IM, overwrite("assign-windows")),
@@ -331,6 +338,7 @@ def _conv_mistakes() -> list[Mistake]:
         ),
         Mistake("bias-gradient-of-one-sample", BIAS_OF_ONE_SAMPLE_CONV, bias_of_one_sample),
         Mistake("groups-ignored", GROUPS_IGNORED, group_offset),
+        Mistake("averaged-over-the-batch", AVERAGED_OVER_BATCH, averaged),
         _float64_result(conv2d_backward),
     ]
 

@@ -95,9 +95,11 @@ def learner_conv2d_backward(
         grad_w = grad_w.transpose(1, 0, 2, 3).copy()
     if mistake == "weight-mean":
         grad_w = grad_w / max(n, 1)
+    grad_b = grad_out[0].sum(axis=(1, 2)) if mistake == "bias-one-sample" else grad_out.sum(axis=(0, 2, 3))
+    if mistake == "mean":
+        grad_w, grad_b = grad_w / n, grad_b / n
     (top, _), (left, _) = pads
     grad_x = grad_xp if mistake == "not-cropped" else grad_xp[:, :, top : top + h, left : left + w]
-    grad_b = grad_out[0].sum(axis=(1, 2)) if mistake == "bias-one-sample" else grad_out.sum(axis=(0, 2, 3))
     if mistake == "flip-weight-in-place":  # the caller's kernel is left rotated
         weight[:] = weight[:, :, ::-1, ::-1].copy()
     if mistake == "no-bias":
@@ -744,6 +746,10 @@ WRONG_RULES = [
               ("weight-gradient-of-one-sample",)),
     WrongRule("conv: bias gradient of one sample", "conv2d_backward", _with(CONV, mistake="bias-one-sample"),
               ("bias-gradient-of-one-sample",)),
+    WrongRule("conv: averaged over the batch", "conv2d_backward", _with(CONV, mistake="mean"),
+              ("averaged-over-the-batch",)),
+    WrongRule("conv: only the weight gradient divided by N", "conv2d_backward", _with(CONV, mistake="weight-mean"),
+              ("averaged-over-the-batch",)),
     WrongRule("conv: groups' channel offset ignored", "conv2d_backward", _with(CONV, mistake="group-offset"),
               ("groups-ignored",)),
     WrongRule("conv: float64 result", "conv2d_backward", _float64(CONV), ("float64-result",)),
@@ -902,7 +908,6 @@ WRONG_RULES = [
               _with(CONV, mistake="same-odd-on-top")),
     WrongRule("conv: every group's weight gradient in group 0 (only groups > 1)", "conv2d_backward",
               _with(CONV, mistake="groups-into-first")),
-    WrongRule("conv: weight gradient divided by N (only N > 1)", "conv2d_backward", _with(CONV, mistake="weight-mean")),
     WrongRule("conv: modifies weight in place", "conv2d_backward", _with(CONV, mistake="flip-weight-in-place")),
     WrongRule("conv: no grad_bias returned", "conv2d_backward", _with(CONV, mistake="no-bias")),
     WrongRule("transpose: stride[0] on both axes (only stride pairs)", "conv_transpose2d_backward",
