@@ -29,14 +29,13 @@ positions and a binary search find each output pixel's last writer.
 from __future__ import annotations
 
 import math
-import numbers
 from types import ModuleType
 from typing import Any
 
 import array_api_compat
 
 from cnnbp_ref._backend import check_float_array, namespace
-from cnnbp_ref._checks import check_grad_out, check_ndim, pair
+from cnnbp_ref._checks import check_grad_out, check_ndim, is_int, pair
 from cnnbp_ref._typing import Array
 
 __all__ = [
@@ -93,7 +92,7 @@ def _check_output_size(output_size: Any, in_size: Pair) -> Pair:
         values = [in_size[a] if v is None else v for a, v in enumerate(output_size)]
     else:
         values = [output_size, output_size]
-    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in values):
+    if not all(is_int(v) for v in values):
         raise TypeError(f"output_size must be an int or a pair of ints (or None), got {output_size!r}")
     if min(values) < 1:
         raise ValueError(f"output_size must be positive, got {tuple(values)}")
@@ -226,7 +225,7 @@ def _unpool_geometry(
                 f"output_size must be a sequence of 2 or 4 ints, (H, W) or (N, C, H, W), got {output_size!r}"
             )
         out = tuple(output_size[-2:])
-        if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in out):
+        if not all(is_int(v) for v in out):
             raise TypeError(f"output_size must hold ints, got {output_size!r}")
         for a in range(2):
             low, high = default[a] - stride[a], default[a] + stride[a]

@@ -52,7 +52,7 @@ import numpy as np
 
 from cnnbp_ref import activations, adaptive_pool, conv, losses, nn, normalization, pooling, upsampling
 from cnnbp_ref._backend import check_float_array, check_same_dtype, namespace
-from cnnbp_ref._checks import Pair, check_shape
+from cnnbp_ref._checks import Pair, boolean, check_shape, is_int, is_real
 from cnnbp_ref._typing import Array
 
 # The package's __init__ rebinds `cnnbp_ref.linear` (and may rebind `cnnbp_ref.dropout`) to the
@@ -142,10 +142,8 @@ class Tensor:
             raise TypeError("data must be an array, got a Tensor (use tensor.detach() for a graph-free copy)")
         self.xp = namespace(data=data)  # the array library, found once
         check_float_array(self.xp, "data", data)
-        if not isinstance(requires_grad, bool):
-            raise TypeError(f"requires_grad must be a bool, got {requires_grad!r}")
         self.data = data
-        self.requires_grad = requires_grad
+        self.requires_grad = boolean("requires_grad", requires_grad)
         self.grad: Any = None
         self.parents: tuple[Tensor, ...] = ()
         self.vjp: Callable[[Array], Sequence[Array | None]] | None = None
@@ -266,7 +264,7 @@ class Tensor:
         return mul(other, self)
 
     def __truediv__(self, other: float) -> Tensor:
-        if not _is_number(other):
+        if not is_real(other):
             raise TypeError(f"a Tensor can only be divided by a Python number, got {type(other).__name__}")
         return mul(self, 1.0 / other)
 
@@ -332,14 +330,6 @@ def _record(
 # operands
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def _tensor(name: str, value: Tensor | Array) -> Tensor:
     """``value`` as a Tensor: a Tensor as is, an array as a constant (``requires_grad=False``)."""
     if isinstance(value, Tensor):
@@ -372,10 +362,10 @@ def _operands(a: Any, b: Any) -> tuple[ModuleType, Tensor | float, Tensor | floa
 
     A Python number stays a number (it keeps the Tensor's dtype, and needs no gradient).
     """
-    if _is_number(b):
+    if is_real(b):
         a = _tensor("a", a)
         return a.xp, a, float(b)
-    if _is_number(a):
+    if is_real(a):
         b = _tensor("b", b)
         return b.xp, float(a), b
     a, b = _tensor("a", a), _tensor("b", b)
@@ -462,9 +452,9 @@ def _axes(axis: int | tuple[int, ...] | None, ndim: int) -> tuple[int, ...]:
     """``axis`` of a reduction as a tuple of non-negative axes (``None``: all of them)."""
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
+    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)  # a bool fails below
     for a in axes:
-        if not isinstance(a, numbers.Integral) or not -ndim <= a < max(ndim, 1):
+        if not is_int(a) or not -ndim <= a < max(ndim, 1):
             raise ValueError(f"axis must be ints in [-{ndim}, {ndim}), got {axis!r}")
     return tuple(int(a) % max(ndim, 1) for a in axes)
 
@@ -506,7 +496,7 @@ def flatten(x: Tensor | Array, start_dim: int = 1) -> Tensor:
     The default ``start_dim=1`` is :class:`cnnbp_ref.nn.Flatten`'s: ``(N, C, H, W)`` -> ``(N, C*H*W)``.
     """
     x = _tensor("x", x)
-    if not isinstance(start_dim, numbers.Integral) or not 0 <= start_dim < max(x.ndim, 1):
+    if not is_int(start_dim) or not 0 <= start_dim < max(x.ndim, 1):
         raise ValueError(
             f"start_dim must be an int in [0, {x.ndim}) for x of shape {x.shape}, got {start_dim!r}"
         )
@@ -542,7 +532,7 @@ def _basic_key(key: Any) -> tuple[Any, ...]:
     """
     parts = key if isinstance(key, tuple) else (key,)
     for part in parts:
-        if not (part is Ellipsis or isinstance(part, slice) or _is_int(part)):
+        if not (part is Ellipsis or isinstance(part, slice) or is_int(part)):
             raise TypeError(
                 f"a Tensor is indexed by ints, slices and '...' only, got {type(part).__name__} in {key!r}"
             )

@@ -18,7 +18,6 @@ NaN), mask all ``False``, never a division by ``1 - p = 0``.
 
 from __future__ import annotations
 
-import numbers
 from types import ModuleType
 from typing import Any
 
@@ -26,7 +25,7 @@ import array_api_compat
 import numpy as np
 
 from cnnbp_ref._backend import check_float_array, namespace
-from cnnbp_ref._checks import check_ndim
+from cnnbp_ref._checks import boolean, check_ndim, real_number
 from cnnbp_ref._typing import Array
 
 __all__ = ["dropout", "dropout2d", "dropout2d_backward", "dropout_backward"]
@@ -37,17 +36,8 @@ __all__ = ["dropout", "dropout2d", "dropout2d_backward", "dropout_backward"]
 
 
 def _check_p(p: Any) -> float:
-    if not isinstance(p, numbers.Real) or isinstance(p, bool):
-        raise TypeError(f"p must be a real number, got {p!r}")
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"p (the dropout probability) must be between 0 and 1, got {p}")
-    return float(p)
-
-
-def _check_training(training: Any) -> bool:
-    if not isinstance(training, bool):
-        raise TypeError(f"training must be a bool, got {training!r}")
-    return training
+    """The dropout probability as a Python float in ``[0, 1]``."""
+    return real_number("p", p, low=0.0, high=1.0)
 
 
 def _keep_scale(p: float) -> float:
@@ -84,7 +74,7 @@ def _forward(x: Any, p: Any, training: Any, rng: Any, channels: bool) -> tuple[A
         raise TypeError(
             f"rng must be a numpy.random.Generator (e.g. np.random.default_rng(seed)), got {type(rng).__name__}"
         )
-    if not _check_training(training):
+    if not boolean("training", training):
         return xp.asarray(x, copy=True), None
     shape = tuple(int(s) for s in x.shape)
     mask = _draw_mask(xp, x, (*shape[:2], 1, 1) if channels else shape, p, rng)

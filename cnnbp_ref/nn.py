@@ -25,7 +25,17 @@ import array_api_compat
 import numpy as np
 
 from cnnbp_ref._backend import check_float_array, namespace
-from cnnbp_ref._checks import check_grad_out, check_ndim, pair, positive_int
+from cnnbp_ref._checks import (
+    boolean,
+    check_grad_out,
+    check_ndim,
+    is_int,
+    pair,
+    positive_int,
+    positive_shape,
+    real_number,
+    real_pair,
+)
 from cnnbp_ref.activations import (
     leaky_relu,
     leaky_relu_backward,
@@ -96,7 +106,7 @@ def _generator(rng: Any) -> np.random.Generator:
     """A NumPy ``Generator`` from ``None`` (fresh entropy), an int seed or a ``Generator`` (used as is)."""
     if rng is None or isinstance(rng, np.random.Generator):
         return np.random.default_rng(rng)
-    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+    if is_int(rng):
         return np.random.default_rng(int(rng))
     raise TypeError(f"rng must be None, an int seed or a numpy.random.Generator, got {rng!r}")
 
@@ -151,9 +161,7 @@ class Layer:
         As ``torch.nn.Module.train``: batch norm then normalises with the batch statistics and
         updates its running ones, dropout drops. ``mode`` must be a bool.
         """
-        if not isinstance(mode, bool):
-            raise TypeError(f"mode must be a bool, got {mode!r}")
-        self.training = mode
+        self.training = boolean("mode", mode)
         for _, child in self.children():
             child.train(mode)
         return self
@@ -608,24 +616,6 @@ class Flatten(Layer):
         return "start_dim=1, end_dim=-1"
 
 
-def _real(name: str, value: Any, *, low: float, high: float | None = None, low_open: bool = False) -> float:
-    """``value`` as a float, checked to lie in ``[low, high]`` (``(low, ...`` with ``low_open``)."""
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    above = value > low if low_open else value >= low
-    if not (above and (high is None or value <= high)):  # also rejects NaN
-        interval = ("(" if low_open else "[") + f"{low}, " + (f"{high}]" if high is not None else "inf)")
-        raise ValueError(f"{name} must be in {interval}, got {value}")
-    return value
-
-
-def _flag(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
-    return value
-
-
 def _some(keys: list[str], shown: int = 5) -> str:
     """The first few keys and how many more: one readable line however large the model."""
     more = f" (+{len(keys) - shown} more)" if len(keys) > shown else ""
@@ -647,7 +637,28 @@ def _dtype_kind(value: Any) -> str:
 
 
 class _AffineNorm(Layer):
-    """A normalisation layer with an optional ``weight`` (gamma) and ``bias`` (beta)."""
+    """A normalisation layer with an optional ``weight`` (gamma) and ``bias`` (beta).
+
+    The constructor checks what the three norm layers share: ``eps >= 0`` (kept as given, so
+    that ``repr`` prints it as PyTorch does), the affine flag (``affine_name``: ``"affine"``, or
+    LayerNorm's ``"elementwise_affine"``), ``bias`` and ``dtype``; it creates ``weight`` (ones) and
+    ``bias`` (zeros) of ``shape`` when the flag is set (``bias=False`` drops the bias only).
+    """
+
+    def __init__(
+        self, shape: tuple[int, ...], eps: Any, affine_name: str, affine: Any, bias: Any, dtype: Any
+    ) -> None:
+        super().__init__()
+        real_number("eps", eps, low=0.0)
+        self.eps = eps
+        affine = boolean(affine_name, affine)
+        boolean("bias", bias)
+        dtype = _float_dtype(dtype)
+        self.weight = np.ones(shape, dtype=dtype) if affine else None
+        self.bias = np.zeros(shape, dtype=dtype) if affine and bias else None
+        self._param_names = tuple(n for n in ("weight", "bias") if getattr(self, n) is not None)
+        self.grad_weight: Any = None
+        self.grad_bias: Any = None
 
     def _keep_affine_grads(self, grad_weight: Any, grad_bias: Any) -> None:
         """The rule returns both gradients always; keep those of the parameters the layer has."""
@@ -699,23 +710,15 @@ class BatchNorm2d(_AffineNorm):
         bias: bool = True,
         dtype: Any = np.float32,
     ) -> None:
-        super().__init__()
         self.num_features = positive_int("num_features", num_features)
-        _real("eps", eps, low=0.0)
-        self.eps = eps  # as given, so that repr prints it as PyTorch does
+        super().__init__((self.num_features,), eps, "affine", affine, bias, dtype)
+        self.affine = affine  # checked by _AffineNorm
         if momentum is not None:
-            _real("momentum", momentum, low=0.0, high=1.0)
+            real_number("momentum", momentum, low=0.0, high=1.0)
         self.momentum = momentum
-        self.affine = _flag("affine", affine)
-        self.track_running_stats = _flag("track_running_stats", track_running_stats)
-        _flag("bias", bias)
-        dtype = _float_dtype(dtype)
-        self.weight = np.ones(num_features, dtype=dtype) if affine else None
-        self.bias = np.zeros(num_features, dtype=dtype) if affine and bias else None
-        self._param_names = tuple(n for n in ("weight", "bias") if getattr(self, n) is not None)
-        self.grad_weight: Any = None
-        self.grad_bias: Any = None
+        self.track_running_stats = boolean("track_running_stats", track_running_stats)
         if track_running_stats:
+            dtype = _float_dtype(dtype)
             self.running_mean: Any = np.zeros(num_features, dtype=dtype)
             self.running_var: Any = np.ones(num_features, dtype=dtype)
             self.num_batches_tracked = 0
@@ -810,23 +813,14 @@ class GroupNorm(_AffineNorm):
         bias: bool = True,
         dtype: Any = np.float32,
     ) -> None:
-        super().__init__()
         self.num_groups = positive_int("num_groups", num_groups)
         self.num_channels = positive_int("num_channels", num_channels)
         if num_channels % num_groups:
             raise ValueError(
                 f"num_groups must divide num_channels, got num_groups={num_groups}, num_channels={num_channels}"
             )
-        _real("eps", eps, low=0.0)
-        self.eps = eps  # as given, so that repr prints it as PyTorch does
-        self.affine = _flag("affine", affine)
-        _flag("bias", bias)
-        dtype = _float_dtype(dtype)
-        self.weight = np.ones(num_channels, dtype=dtype) if affine else None
-        self.bias = np.zeros(num_channels, dtype=dtype) if affine and bias else None
-        self._param_names = tuple(n for n in ("weight", "bias") if getattr(self, n) is not None)
-        self.grad_weight: Any = None
-        self.grad_bias: Any = None
+        super().__init__((self.num_channels,), eps, "affine", affine, bias, dtype)
+        self.affine = affine  # checked by _AffineNorm
 
     def _check_input(self, x: Any) -> None:
         """``x`` must be a float ``(N, num_channels, *)`` array (the array and the autograd paths)."""
@@ -883,23 +877,9 @@ class LayerNorm(_AffineNorm):
         *,
         dtype: Any = np.float32,
     ) -> None:
-        super().__init__()
-        shape = (normalized_shape,) if isinstance(normalized_shape, numbers.Integral) else normalized_shape
-        if not isinstance(shape, (tuple, list)) or not shape:
-            raise TypeError(
-                f"normalized_shape must be an int or a non-empty tuple of ints, got {normalized_shape!r}"
-            )
-        self.normalized_shape = tuple(positive_int("normalized_shape", size) for size in shape)
-        _real("eps", eps, low=0.0)
-        self.eps = eps  # as given, so that repr prints it as PyTorch does
-        self.elementwise_affine = _flag("elementwise_affine", elementwise_affine)
-        _flag("bias", bias)
-        dtype = _float_dtype(dtype)
-        self.weight = np.ones(self.normalized_shape, dtype=dtype) if elementwise_affine else None
-        self.bias = np.zeros(self.normalized_shape, dtype=dtype) if elementwise_affine and bias else None
-        self._param_names = tuple(n for n in ("weight", "bias") if getattr(self, n) is not None)
-        self.grad_weight: Any = None
-        self.grad_bias: Any = None
+        self.normalized_shape = positive_shape("normalized_shape", normalized_shape)
+        super().__init__(self.normalized_shape, eps, "elementwise_affine", elementwise_affine, bias, dtype)
+        self.elementwise_affine = elementwise_affine  # checked by _AffineNorm
 
     def forward(self, x: Any) -> Any:
         """``x: (*, *normalized_shape)`` -> the same shape."""
@@ -930,7 +910,7 @@ class _DropoutBase(Layer):
 
     def __init__(self, p: float = 0.5, *, rng: Any = None) -> None:
         super().__init__()
-        _real("p", p, low=0.0, high=1.0)
+        real_number("p", p, low=0.0, high=1.0)
         self.p = p
         self.generator = _generator(rng)
         self._mask: Any = None
@@ -1046,15 +1026,12 @@ class Upsample(Layer):
         if size is not None:
             pair("size", size, minimum=1)
         else:
-            factors = scale_factor if isinstance(scale_factor, (tuple, list)) else (scale_factor,)
-            if len(factors) not in (1, 2):
-                raise TypeError(f"scale_factor must be a number or a pair, got {scale_factor!r}")
-            floats = tuple(_real("scale_factor", f, low=0.0, low_open=True) for f in factors)
-            scale_factor = floats if isinstance(scale_factor, (tuple, list)) else floats[0]
+            factors = real_pair("scale_factor", scale_factor, low=0.0, low_open=True)
+            scale_factor = factors if isinstance(scale_factor, (tuple, list)) else factors[0]
         self.size = size
         self.scale_factor = scale_factor
         self.mode = mode
-        self.align_corners = None if align_corners is None else _flag("align_corners", align_corners)
+        self.align_corners = boolean("align_corners", align_corners, none=True)
 
     def forward(self, x: Any) -> Any:
         """``x: (N, C, H, W)`` -> ``(N, C, OH, OW)``."""

@@ -37,7 +37,6 @@ vanishes because the deviations ``x - mean`` sum to zero. When the statistics ar
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -45,7 +44,15 @@ from typing import Any
 import array_api_compat
 
 from cnnbp_ref._backend import check_float_array, check_same_dtype, namespace
-from cnnbp_ref._checks import check_grad_out, check_shape
+from cnnbp_ref._checks import (
+    boolean,
+    check_grad_out,
+    check_shape,
+    int_at_least,
+    positive_int,
+    positive_shape,
+    real_number,
+)
 from cnnbp_ref._typing import Array
 
 __all__ = [
@@ -211,21 +218,6 @@ def _normalize_backward(
 # argument handling
 
 
-def _check_real(name: str, value: Any, *, minimum: float | None = None) -> float:
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
-        raise TypeError(f"{name} must be a finite real number, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    # A Python float keeps x's dtype (a NumPy float64 scalar would promote float32).
-    return float(value)
-
-
-def _check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
-    return value
-
-
 def _check_param(xp: ModuleType, name: str, param: Array | None, x: Array, shape: tuple[int, ...]) -> None:
     if param is None:
         return
@@ -314,13 +306,10 @@ def batch_norm(
     tracking = _check_running(xp, x, running_mean, running_var, channels)
     _check_param(xp, "weight", weight, x, (channels,))
     _check_param(xp, "bias", bias, x, (channels,))
-    training = _check_bool("training", training)
-    momentum = None if momentum is None else _check_real("momentum", momentum)
-    eps = _check_real("eps", eps, minimum=0)
-    if not isinstance(num_batches_tracked, numbers.Integral) or isinstance(num_batches_tracked, bool):
-        raise TypeError(f"num_batches_tracked must be an int, got {num_batches_tracked!r}")
-    if num_batches_tracked < 0:
-        raise ValueError(f"num_batches_tracked must be non-negative, got {num_batches_tracked}")
+    training = boolean("training", training)
+    momentum = None if momentum is None else real_number("momentum", momentum)
+    eps = real_number("eps", eps, low=0.0)
+    num_batches_tracked = int_at_least("num_batches_tracked", num_batches_tracked, 0)
     layout = _batch_layout(shape)
     xv = xp.reshape(x, layout.view)  # (N, C, S)
     if not training:
@@ -386,8 +375,8 @@ def batch_norm_backward(
     tracking = _check_running(xp, x, running_mean, running_var, channels)
     _check_param(xp, "weight", weight, x, (channels,))
     check_grad_out(xp, grad_out, x, shape)
-    training = _check_bool("training", training)
-    eps = _check_real("eps", eps, minimum=0)
+    training = boolean("training", training)
+    eps = real_number("eps", eps, low=0.0)
     layout = _batch_layout(shape)
     xv = xp.reshape(x, layout.view)  # (N, C, S)
     if not training:
@@ -407,19 +396,7 @@ def batch_norm_backward(
 
 
 def _check_normalized_shape(normalized_shape: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
-    if isinstance(normalized_shape, numbers.Integral) and not isinstance(normalized_shape, bool):
-        normalized_shape = (normalized_shape,)
-    if (
-        not isinstance(normalized_shape, (tuple, list))
-        or not normalized_shape
-        or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in normalized_shape)
-    ):
-        raise TypeError(
-            f"normalized_shape must be an int or a non-empty tuple of ints, got {normalized_shape!r}"
-        )
-    normalized = tuple(int(s) for s in normalized_shape)
-    if min(normalized) < 1:
-        raise ValueError(f"normalized_shape must have positive entries, got {normalized}")
+    normalized = positive_shape("normalized_shape", normalized_shape)
     k = len(normalized)
     if len(shape) < k or shape[len(shape) - k :] != normalized:
         raise ValueError(
@@ -436,7 +413,7 @@ def _layer_setup(
     shape = tuple(int(s) for s in x.shape)
     normalized = _check_normalized_shape(normalized_shape, shape)
     _check_param(xp, "weight", weight, x, normalized)
-    eps = _check_real("eps", eps, minimum=0)
+    eps = real_number("eps", eps, low=0.0)
     k = math.prod(normalized)
     layout = _Layout((math.prod(shape[: len(shape) - len(normalized)]), k), (1,), (1, k), (0,))
     return shape, normalized, layout, eps
@@ -513,23 +490,20 @@ def _group_setup(
     xp: ModuleType, x: Array, num_groups: Any, weight: Array | None, eps: Any
 ) -> tuple[tuple[int, ...], _Layout, float]:
     shape = _check_x(xp, x, 2, "(N, C, *)")
-    if not isinstance(num_groups, numbers.Integral) or isinstance(num_groups, bool):
-        raise TypeError(f"num_groups must be an int, got {num_groups!r}")
-    if num_groups < 1:
-        raise ValueError(f"num_groups must be positive, got {num_groups}")
+    num_groups = positive_int("num_groups", num_groups)
     n, channels = shape[0], shape[1]
     if channels % num_groups:
         raise ValueError(
             f"x's channels C={channels} must be divisible by num_groups={num_groups}, got x of shape {shape}"
         )
-    g, per_group = int(num_groups), channels // int(num_groups)
+    g, per_group = num_groups, channels // num_groups
     if n * per_group * math.prod(shape[2:]) == 1:
         raise ValueError(
             f"group_norm needs N * C/num_groups * prod(spatial) > 1, as PyTorch checks; got x of "
             f"shape {shape} with num_groups={g}"
         )
     _check_param(xp, "weight", weight, x, (channels,))
-    eps = _check_real("eps", eps, minimum=0)
+    eps = real_number("eps", eps, low=0.0)
     view = (n, g, per_group, math.prod(shape[2:]))  # (N, G, C/G, S)
     return shape, _Layout(view, (2, 3), (1, g, per_group, 1), (0, 3)), eps
 

@@ -31,14 +31,13 @@ as a stripe or checkerboard pattern.
 from __future__ import annotations
 
 import math
-import numbers
 from types import ModuleType
 from typing import Any
 
 import array_api_compat
 
 from cnnbp_ref._backend import namespace
-from cnnbp_ref._checks import check_grad_out
+from cnnbp_ref._checks import boolean, check_grad_out, pair, real_pair
 from cnnbp_ref._typing import Array
 from cnnbp_ref.adaptive_pool import _check_planes, _gather, apply_per_axis
 
@@ -52,24 +51,6 @@ MODES = ("nearest", "bilinear")
 # argument handling
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _is_real(v: Any) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
-
-
-def _two(name: str, value: Any, check: Any, kind: str) -> tuple[Any, Any]:
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2 or not all(check(v) for v in value):
-            raise TypeError(f"{name} must be {kind} or a pair of them, got {value!r}")
-        return value[0], value[1]
-    if not check(value):
-        raise TypeError(f"{name} must be {kind} or a pair of them, got {value!r}")
-    return value, value
-
-
 def _geometry(
     xp: ModuleType, x: Array, size: Any, scale_factor: Any, mode: Any, align_corners: Any
 ) -> tuple[Pair, tuple[float | None, float | None], bool]:
@@ -77,8 +58,7 @@ def _geometry(
     _, _, h, w = _check_planes(xp, x)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if align_corners is not None and not isinstance(align_corners, bool):
-        raise TypeError(f"align_corners must be a bool or None, got {align_corners!r}")
+    boolean("align_corners", align_corners, none=True)
     if mode == "nearest" and align_corners is not None:
         raise ValueError("align_corners can only be set with mode='bilinear' (it must be None for 'nearest')")
     if (size is None) == (scale_factor is None):
@@ -87,14 +67,10 @@ def _geometry(
             f"scale_factor={scale_factor!r}"
         )
     if size is not None:
-        out = tuple(int(v) for v in _two("size", size, _is_int, "an int"))
+        out = pair("size", size, minimum=1)
         factors: tuple[float | None, float | None] = (None, None)
-        if min(out) < 1:
-            raise ValueError(f"size must be positive, got {out}")
     else:
-        factors = tuple(float(v) for v in _two("scale_factor", scale_factor, _is_real, "a real number"))
-        if not all(math.isfinite(f) and f > 0 for f in factors):
-            raise ValueError(f"scale_factor must be positive and finite, got {scale_factor!r}")
+        factors = real_pair("scale_factor", scale_factor, low=0.0, low_open=True)
         out = (math.floor(h * factors[0]), math.floor(w * factors[1]))
         if min(out) < 1:
             raise ValueError(

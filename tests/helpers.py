@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 
 import numpy as np
+import pytest
 
 
 def to_numpy(a):
@@ -38,3 +39,32 @@ def idx_bytes(array: np.ndarray) -> bytes:
     header = bytes([0, 0, TYPE_CODES[array.dtype.type], array.ndim])
     header += b"".join(struct.pack(">I", s) for s in array.shape)
     return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+
+
+MIXED_LIBRARIES = r"all arrays must come from one array library"
+
+
+def raises_test(cases, *, module=None):
+    """A test over rows ``(id, call, error, pattern)``: each ``call()`` must raise ``error`` matching ``pattern``.
+
+    Assign it to a ``test_...`` name in a test module; the rows become its parametrized cases,
+    named by their ids (a row ``(call, error, pattern)`` without one gets pytest's own). With ``module`` (e.g. ``"array_api_strict"``) every case is skipped when
+    that module is missing, and the call receives it: ``call(module)``.
+    """
+
+    params = [row[-3:] for row in cases]
+    ids = [row[0] if len(row) == 4 else None for row in cases]
+
+    @pytest.mark.parametrize(("call", "error", "pattern"), params, ids=ids)
+    def test(call, error, pattern):
+        args = () if module is None else (pytest.importorskip(module),)
+        with pytest.raises(error, match=pattern):
+            call(*args)
+
+    return test
+
+
+def mixed_libraries_test(**calls):
+    """:func:`raises_test` for calls ``name=lambda strict: ...`` mixing NumPy and ``array_api_strict`` arrays."""
+    rows = [(name, call, TypeError, MIXED_LIBRARIES) for name, call in calls.items()]
+    return raises_test(rows, module="array_api_strict")

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from helpers import to_numpy
+from helpers import mixed_libraries_test, raises_test, to_numpy
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
@@ -892,20 +892,20 @@ ERRORS = [
 ]
 
 
-@pytest.mark.parametrize(("name", "call", "error", "match"), ERRORS, ids=[e[0] for e in ERRORS])
-def test_errors(name, call, error, match):
-    with pytest.raises(error, match=match):
-        call()
+test_errors = raises_test(ERRORS)
 
 
-def test_mixing_array_libraries_is_an_error():
-    strict = pytest.importorskip("array_api_strict")
-    x, other = leaf([1.0]), ag.Tensor(strict.asarray([1.0], dtype=strict.float64))
-    for call in (lambda: x + other, lambda: x * other, lambda: ag.cat([x, other], 0)):
-        with pytest.raises(TypeError, match="one array library"):
-            call()
-    with pytest.raises(TypeError, match="one array library"):
-        (x * 2.0).backward(strict.asarray([1.0], dtype=strict.float64))
+def strict_tensor(strict):
+    """``[1.0]`` as a float64 constant Tensor of ``array_api_strict``."""
+    return ag.Tensor(strict.asarray([1.0], dtype=strict.float64))
+
+
+test_mixing_array_libraries_is_an_error = mixed_libraries_test(
+    add=lambda strict: leaf([1.0]) + strict_tensor(strict),
+    mul=lambda strict: leaf([1.0]) * strict_tensor(strict),
+    cat=lambda strict: ag.cat([leaf([1.0]), strict_tensor(strict)], 0),
+    backward=lambda strict: (leaf([1.0]) * 2.0).backward(strict_tensor(strict).data),
+)
 
 
 # ---------------------------------------------------------------------------------------------

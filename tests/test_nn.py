@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from helpers import to_numpy
+from helpers import raises_test, to_numpy
 
 from cnnbp_ref.gradcheck import check_gradient
 from cnnbp_ref.nn import (
@@ -388,10 +388,26 @@ BAD_ARGUMENTS = [
 ]
 
 
-@pytest.mark.parametrize(("make", "error", "message"), BAD_ARGUMENTS)
-def test_bad_arguments(make, error, message):
-    with pytest.raises(error, match=message):
-        make()
+test_bad_arguments = raises_test(BAD_ARGUMENTS)
+
+
+def _raising(error, message):
+    def call():
+        raise error(message)
+
+    return call
+
+
+def test_raises_test_fails_a_case_with_no_error_another_error_or_another_message():
+    """The shared bad-input test (``helpers.raises_test``) must fail a wrong case, not pass it."""
+    check = raises_test([])  # the test function itself, called here on single cases
+    check(_raising(ValueError, "eps must be in [0.0, inf), got -1.0"), ValueError, r"eps must be in \[0.0")
+    with pytest.raises(pytest.fail.Exception, match="DID NOT RAISE"):
+        check(lambda: None, ValueError, r"eps")
+    with pytest.raises(TypeError, match="eps must be a real number"):
+        check(_raising(TypeError, "eps must be a real number, got '1'"), ValueError, r"eps")
+    with pytest.raises(AssertionError, match="Regex pattern did not match"):
+        check(_raising(ValueError, "momentum must be finite, got nan"), ValueError, r"eps")
 
 
 BAD_INPUTS = [
@@ -420,10 +436,7 @@ def _after_forward(layer, shape):
     return layer
 
 
-@pytest.mark.parametrize(("call", "error", "message"), BAD_INPUTS)
-def test_bad_inputs(call, error, message):
-    with pytest.raises(error, match=message):
-        call()
+test_bad_inputs = raises_test(BAD_INPUTS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1056,7 +1069,19 @@ MODERN_BAD_ARGUMENTS = [
     ),
     (lambda: GroupNorm(2, 4, eps=float("nan")), ValueError, r"eps must be in \[0.0, inf\), got nan"),
     (lambda: LayerNorm(()), TypeError, r"normalized_shape must be an int or a non-empty tuple of ints"),
-    (lambda: LayerNorm((3, 0)), ValueError, r"normalized_shape must be positive, got 0"),
+    (lambda: LayerNorm((3, 0)), ValueError, r"normalized_shape must have positive entries, got \(3, 0\)"),
+    (lambda: BatchNorm2d(3, eps=math.inf), ValueError, r"eps must be in \[0.0, inf\), got inf"),
+    (
+        lambda: LayerNorm(True),
+        TypeError,
+        r"normalized_shape must be an int or a non-empty tuple of ints, got True",
+    ),
+    (
+        lambda: Upsample(scale_factor=(2.0,)),
+        TypeError,
+        r"scale_factor must be a real number or a pair of real numbers, got \(2.0,\)",
+    ),
+    (lambda: Upsample(scale_factor=math.inf), ValueError, r"scale_factor must be in \(0.0, inf\), got inf"),
     (lambda: Dropout(1.2), ValueError, r"p must be in \[0.0, 1.0\], got 1.2"),
     (lambda: Dropout2d(-0.1), ValueError, r"p must be in \[0.0, 1.0\], got -0.1"),
     (
@@ -1087,10 +1112,7 @@ MODERN_BAD_ARGUMENTS = [
 ]
 
 
-@pytest.mark.parametrize(("make", "error", "message"), MODERN_BAD_ARGUMENTS)
-def test_modern_bad_arguments(make, error, message):
-    with pytest.raises(error, match=message):
-        make()
+test_modern_bad_arguments = raises_test(MODERN_BAD_ARGUMENTS)
 
 
 MODERN_BAD_INPUTS = [
@@ -1134,10 +1156,7 @@ def backward_in_eval_mode(layer, x_shape, grad_shape):
     return layer.backward(np.ones(grad_shape, dtype=np.float32))
 
 
-@pytest.mark.parametrize(("call", "error", "message"), MODERN_BAD_INPUTS)
-def test_modern_bad_inputs(call, error, message):
-    with pytest.raises(error, match=message):
-        call()
+test_modern_bad_inputs = raises_test(MODERN_BAD_INPUTS)
 
 
 @pytest.mark.parametrize(
