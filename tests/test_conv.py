@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
-from helpers import to_numpy, to_torch
+from helpers import raises_test, to_numpy, to_torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -279,216 +279,207 @@ G = np.ones((1, 3, 3, 3))
 WT = np.ones((2, 3, 3, 3))  # transposed: (C_in, C_out, kH, kW); its output is (1, 3, 7, 7)
 
 BAD_INPUTS = [
-    # (call, error type, message regex)
-    pytest.param(
+    # (id, call, error type, message regex)
+    (
+        "x-3d",
         lambda: conv2d(X[0], W),
         ValueError,
         r"x must be a 4-D array \(N, C_in, H, W\), got shape \(2, 5, 5\)",
-        id="x-3d",
     ),
-    pytest.param(
+    (
+        "weight-3d",
         lambda: conv2d(X, W[0]),
         ValueError,
         r"weight must be a 4-D array \(C_out, C_in/groups, kH, kW\), got shape \(2, 3, 3\)",
-        id="weight-3d",
     ),
-    pytest.param(
+    (
+        "channel-mismatch",
         lambda: conv2d(X, np.ones((3, 1, 3, 3))),
         ValueError,
         r"weight of shape \(3, 1, 3, 3\) expects C_in/groups=1 .* x of shape \(1, 2, 5, 5\) with groups=1 has 2",
-        id="channel-mismatch",
     ),
-    pytest.param(
+    (
+        "groups-not-dividing-c-in",
         lambda: conv2d(np.ones((1, 3, 5, 5)), np.ones((4, 1, 3, 3)), groups=2),
         ValueError,
         r"groups=2 must divide x's C_in=3; x has shape \(1, 3, 5, 5\)",
-        id="groups-not-dividing-c-in",
     ),
-    pytest.param(
+    (
+        "groups-not-dividing-c-out",
         lambda: conv2d(X, np.ones((3, 1, 3, 3)), groups=2),
         ValueError,
         r"groups=2 must divide weight's C_out=3; weight has shape \(3, 1, 3, 3\)",
-        id="groups-not-dividing-c-out",
     ),
-    pytest.param(
-        lambda: conv2d(X, W, groups=0), ValueError, r"groups must be positive, got 0", id="groups-0"
-    ),
-    pytest.param(
-        lambda: conv2d(X, W, stride=0), ValueError, r"stride must be positive, got \(0, 0\)", id="stride-0"
-    ),
-    pytest.param(
+    ("groups-0", lambda: conv2d(X, W, groups=0), ValueError, r"groups must be positive, got 0"),
+    ("stride-0", lambda: conv2d(X, W, stride=0), ValueError, r"stride must be positive, got \(0, 0\)"),
+    (
+        "stride-neg",
         lambda: conv2d(X, W, stride=(1, -2)),
         ValueError,
         r"stride must be positive, got \(1, -2\)",
-        id="stride-neg",
     ),
-    pytest.param(
+    (
+        "dilation-0",
         lambda: conv2d(X, W, dilation=(0, 1)),
         ValueError,
         r"dilation must be positive, got \(0, 1\)",
-        id="dilation-0",
     ),
-    pytest.param(
+    (
+        "padding-neg",
         lambda: conv2d(X, W, padding=-1),
         ValueError,
         r"padding must be non-negative, got \(-1, -1\)",
-        id="padding-neg",
     ),
-    pytest.param(
+    (
+        "padding-unknown-string",
         lambda: conv2d(X, W, padding="full"),
         ValueError,
         r"padding must be an int, a pair of ints, 'valid' or 'same', got 'full'",
-        id="padding-unknown-string",
     ),
-    pytest.param(
+    (
+        "stride-float",
         lambda: conv2d(X, W, stride=1.5),
         TypeError,
         r"stride must be an int or a pair of ints, got 1.5",
-        id="stride-float",
     ),
-    pytest.param(
+    (
+        "stride-bool",
         lambda: conv2d(X, W, stride=True),
         TypeError,
         r"stride must be an int or a pair of ints, got True",
-        id="stride-bool",
     ),
-    pytest.param(
+    (
+        "padding-triple",
         lambda: conv2d(X, W, padding=(1, 1, 1)),
         TypeError,
         r"padding must be an int or a pair of ints, got \(1, 1, 1\)",
-        id="padding-triple",
     ),
-    pytest.param(
+    (
+        "kernel-larger-than-input",
         lambda: conv2d(X, np.ones((3, 2, 6, 2))),
         ValueError,
         r"kernel of size \(6, 2\) .* spans 6 pixels, more than the padded input \(5\); x has shape \(1, 2, 5, 5\)",
-        id="kernel-larger-than-input",
     ),
-    pytest.param(
+    (
+        "dilated-kernel-larger-than-input",
         lambda: conv2d(X, W, dilation=3, padding=0),
         ValueError,
         r"kernel of size \(3, 3\) with dilation \(3, 3\) spans 7 pixels, more than the padded input \(5\)",
-        id="dilated-kernel-larger-than-input",
     ),
-    pytest.param(
+    (
+        "same-with-stride",
         lambda: conv2d(X, W, stride=2, padding="same"),
         ValueError,
         r"padding='same' requires stride 1, got stride=\(2, 2\)",
-        id="same-with-stride",
     ),
-    pytest.param(
+    (
+        "bias-length",
         lambda: conv2d(X, W, np.ones(2)),
         ValueError,
         r"bias must have shape \(3,\), got \(2,\)",
-        id="bias-length",
     ),
-    pytest.param(
+    (
+        "bias-2d",
         lambda: conv2d(X, W, np.ones((3, 1))),
         ValueError,
         r"bias must have shape \(3,\), got \(3, 1\)",
-        id="bias-2d",
     ),
-    pytest.param(
+    (
+        "x-int",
         lambda: conv2d(X.astype(np.int64), W),
         TypeError,
         r"x must have dtype float32 or float64, got int64",
-        id="x-int",
     ),
-    pytest.param(
+    (
+        "dtype-mismatch",
         lambda: conv2d(X, W.astype(np.float32)),
         TypeError,
         r"weight has dtype float32 but x has dtype float64",
-        id="dtype-mismatch",
     ),
-    pytest.param(
+    (
+        "bias-dtype-mismatch",
         lambda: conv2d(X, W, np.ones(3, np.float32)),
         TypeError,
         r"bias has dtype float32 but x has dtype float64",
-        id="bias-dtype-mismatch",
     ),
-    pytest.param(lambda: conv2d(X.tolist(), W), TypeError, r"x must be an array .*got list", id="x-list"),
-    pytest.param(
-        lambda: conv2d(X, W, [0.0, 0.0, 0.0]), TypeError, r"bias must be an array .*got list", id="bias-list"
-    ),
-    pytest.param(
+    ("x-list", lambda: conv2d(X.tolist(), W), TypeError, r"x must be an array .*got list"),
+    ("bias-list", lambda: conv2d(X, W, [0.0, 0.0, 0.0]), TypeError, r"bias must be an array .*got list"),
+    (
+        "grad-out-shape",
         lambda: conv2d_backward(np.ones((1, 3, 4, 3)), X, W),
         ValueError,
         r"grad_out must have shape \(1, 3, 3, 3\), got \(1, 3, 4, 3\)",
-        id="grad-out-shape",
     ),
-    pytest.param(
+    (
+        "grad-out-dtype",
         lambda: conv2d_backward(G.astype(np.float32), X, W),
         TypeError,
         r"grad_out has dtype float32 but x has dtype float64",
-        id="grad-out-dtype",
     ),
-    pytest.param(
+    (
+        "grad-out-shape-same",
         lambda: conv2d_backward(G, X, W, padding="same"),
         ValueError,
         r"grad_out must have shape \(1, 3, 5, 5\), got \(1, 3, 3, 3\)",
-        id="grad-out-shape-same",
     ),
-    pytest.param(
+    (
+        "output-padding-too-large",
         lambda: conv_transpose2d(X, WT, stride=2, output_padding=2),
         ValueError,
         r"output_padding must be smaller than stride or dilation, got output_padding=\(2, 2\), stride=\(2, 2\)",
-        id="output-padding-too-large",
     ),
-    pytest.param(
+    (
+        "output-padding-without-stride",
         lambda: conv_transpose2d(X, WT, output_padding=(0, 1)),
         ValueError,
         r"output_padding must be smaller than stride or dilation, got output_padding=\(0, 1\), stride=\(1, 1\)",
-        id="output-padding-without-stride",
     ),
-    pytest.param(
+    (
+        "transpose-channel-mismatch",
         lambda: conv_transpose2d(X, np.ones((3, 2, 3, 3))),
         ValueError,
         r"weight of shape \(3, 2, 3, 3\) must have C_in=2 rows \(dim 0\) for x of shape \(1, 2, 5, 5\)",
-        id="transpose-channel-mismatch",
     ),
-    pytest.param(
+    (
+        "transpose-groups-not-dividing",
         lambda: conv_transpose2d(np.ones((1, 3, 5, 5)), np.ones((3, 1, 3, 3)), groups=2),
         ValueError,
         r"groups=2 must divide x's C_in=3; x has shape \(1, 3, 5, 5\)",
-        id="transpose-groups-not-dividing",
     ),
-    pytest.param(
+    (
+        "transpose-output-empty",
         lambda: conv_transpose2d(np.ones((1, 1, 1, 1)), np.ones((1, 1, 1, 1)), padding=1),
         ValueError,
         r"output size \(-1, -1\) is not positive for x of shape \(1, 1, 1, 1\), kernel \(1, 1\)",
-        id="transpose-output-empty",
     ),
-    pytest.param(
+    (
+        "transpose-bias-length",
         lambda: conv_transpose2d(X, WT, np.ones(2)),
         ValueError,
         r"bias must have shape \(3,\), got \(2,\)",
-        id="transpose-bias-length",
     ),
-    pytest.param(
+    (
+        "transpose-padding-string",
         lambda: conv_transpose2d(X, WT, padding="same"),
         TypeError,
         r"padding must be an int or a pair of ints, got 'same'",
-        id="transpose-padding-string",
     ),
-    pytest.param(
+    (
+        "transpose-grad-out-shape",
         lambda: conv_transpose2d_backward(np.ones((1, 3, 7, 6)), X, WT),
         ValueError,
         r"grad_out must have shape \(1, 3, 7, 7\), got \(1, 3, 7, 6\)",
-        id="transpose-grad-out-shape",
     ),
-    pytest.param(
+    (
+        "transpose-grad-out-dtype",
         lambda: conv_transpose2d_backward(np.ones((1, 3, 7, 7), np.float32), X, WT),
         TypeError,
         r"grad_out has dtype float32 but x has dtype float64",
-        id="transpose-grad-out-dtype",
     ),
 ]
 
 
-@pytest.mark.parametrize(("call", "error", "message"), BAD_INPUTS)
-def test_bad_inputs_raise_naming_the_argument(call, error, message):
-    with pytest.raises(error, match=message):
-        call()
+test_bad_inputs_raise_naming_the_argument = raises_test(BAD_INPUTS)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import to_numpy, to_torch
+from helpers import mixed_libraries_test, raises_test, to_numpy, to_torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -230,15 +230,7 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("call", "error", "pattern"), [case[1:] for case in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS]
+test_bad_inputs_raise_clear_errors = raises_test(BAD_INPUTS)
+test_mixed_array_libraries_are_rejected = mixed_libraries_test(
+    linear=lambda strict: linear(strict.asarray(X), W)
 )
-def test_bad_inputs_raise_clear_errors(call, error, pattern):
-    with pytest.raises(error, match=pattern):
-        call()
-
-
-def test_mixed_array_libraries_are_rejected():
-    strict = pytest.importorskip("array_api_strict")
-    with pytest.raises(TypeError, match=r"all arrays must come from one array library"):
-        linear(strict.asarray(X), W)

@@ -8,11 +8,12 @@ of bad inputs pins down the error messages; hypothesis draws random configuratio
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 
 import numpy as np
 import pytest
-from helpers import to_numpy
+from helpers import raises_test, to_numpy
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -525,9 +526,7 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("function", "arguments", "error", "message"), [c[1:] for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS]
-)
-def test_bad_inputs(function, arguments, error, message):
-    with pytest.raises(error, match=message):
-        function(**arguments)
+test_bad_inputs = raises_test(
+    [(name, functools.partial(function, **arguments), error, message)
+     for name, function, arguments, error, message in BAD_INPUTS]
+)  # fmt: skip
