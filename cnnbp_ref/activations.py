@@ -18,12 +18,10 @@ Every function accepts an ``x`` of any shape (including 0-d) with dtype float32 
 
 from __future__ import annotations
 
-import numbers
 from types import ModuleType
-from typing import Any
 
 from cnnbp_ref._backend import check_float_array, namespace
-from cnnbp_ref._checks import check_grad_out
+from cnnbp_ref._checks import check_grad_out, real_number
 from cnnbp_ref._typing import Array
 
 __all__ = [
@@ -53,13 +51,6 @@ def _check_backward(grad_out: Array, x: Array) -> ModuleType:
     check_float_array(xp, "x", x)
     check_grad_out(xp, grad_out, x, tuple(x.shape))
     return xp
-
-
-def _check_slope(negative_slope: Any) -> float:
-    if not isinstance(negative_slope, numbers.Real) or isinstance(negative_slope, bool):
-        raise TypeError(f"negative_slope must be a real number, got {negative_slope!r}")
-    # A Python float keeps x's dtype (a NumPy float64 scalar would promote float32 to float64).
-    return float(negative_slope)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,14 +99,14 @@ def leaky_relu(x: Array, negative_slope: float = 0.01) -> Array:
     Parameters
     ----------
     x : (*) float32 or float64 array
-    negative_slope : real number, the slope for ``x <= 0`` (any sign, as in PyTorch)
+    negative_slope : finite real number, the slope for ``x <= 0`` (any sign, as in PyTorch)
 
     Returns
     -------
     (*) array of ``x``'s dtype.
     """
     xp = _check_forward(x)
-    slope = _check_slope(negative_slope)
+    slope = real_number("negative_slope", negative_slope)
     return xp.where(x > 0, x, x * slope)
 
 
@@ -135,7 +126,7 @@ def leaky_relu_backward(grad_out: Array, x: Array, negative_slope: float = 0.01)
     grad_x : (*) array.
     """
     xp = _check_backward(grad_out, x)
-    slope = _check_slope(negative_slope)
+    slope = real_number("negative_slope", negative_slope)
     return xp.where(x > 0, grad_out, grad_out * slope)
 
 

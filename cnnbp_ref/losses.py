@@ -14,14 +14,13 @@ gradient, divided by ``N`` for ``reduction='mean'``).
 
 from __future__ import annotations
 
-import numbers
 from types import ModuleType
 from typing import Any
 
 import array_api_compat
 
 from cnnbp_ref._backend import check_float_array, check_same_dtype, namespace
-from cnnbp_ref._checks import check_grad_out, check_ndim, check_shape
+from cnnbp_ref._checks import check_grad_out, check_ndim, check_shape, is_int, is_real, real_number
 from cnnbp_ref._typing import Array
 
 __all__ = [
@@ -43,7 +42,7 @@ REDUCTIONS = ("mean", "sum", "none")
 def _check_softmax_args(x: Array, axis: Any) -> ModuleType:
     xp = namespace(x=x)
     check_float_array(xp, "x", x)
-    if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
+    if not is_int(axis):
         raise TypeError(f"axis must be an int, got {axis!r}")
     if x.ndim == 0:
         raise ValueError("x must have at least 1 dimension to normalise along, got shape ()")
@@ -176,11 +175,7 @@ def _check_cross_entropy_args(
         raise ValueError(f"target values must be class indices in [0, C={c}), got {offending}")
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    if not isinstance(label_smoothing, numbers.Real) or isinstance(label_smoothing, bool):
-        raise TypeError(f"label_smoothing must be a real number, got {label_smoothing!r}")
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
-    return xp, float(label_smoothing)
+    return xp, real_number("label_smoothing", label_smoothing, low=0.0, high=1.0)
 
 
 def _is_target(xp: ModuleType, target: Array, classes: int) -> Array:
@@ -246,7 +241,7 @@ def _upstream_gradient(
     if reduction == "none":
         _check_upstream_array(xp, grad_out, logits, (n,))
         return xp.reshape(grad_out, (n, 1))  # (N, 1)
-    if isinstance(grad_out, numbers.Real) and not isinstance(grad_out, bool):
+    if is_real(grad_out):
         return float(grad_out)
     _check_upstream_array(xp, grad_out, logits, ())
     return grad_out

@@ -31,28 +31,15 @@ its momentum buffer or moments and, for Adam, its step count ``t`` stay as they 
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 from typing import Any
 
 import array_api_compat
 
 from cnnbp_ref._backend import check_float_array, check_same_dtype, namespace
+from cnnbp_ref._checks import boolean, real_number
 
 __all__ = ["SGD", "Adam"]
-
-
-def _check_hyperparameter(name: str, value: Any, *, low: float, high: float | None = None) -> float:
-    """Return ``value`` as a float after checking ``low <= value`` (and ``value < high``)."""
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    if high is None:
-        if not low <= value:  # also rejects NaN
-            raise ValueError(f"{name} must be >= {low}, got {value}")
-    elif not low <= value < high:
-        raise ValueError(f"{name} must be in [{low}, {high}), got {value}")
-    return value
 
 
 class _Optimizer:
@@ -108,13 +95,13 @@ class SGD(_Optimizer):
     params : list of arrays
         The parameters, updated in place by :meth:`step`.
     lr : float
-        Learning rate, ``>= 0``.
+        Learning rate, finite and ``>= 0``.
     momentum : float
-        Momentum factor ``mu >= 0``; 0 disables the momentum buffer.
+        Momentum factor ``mu >= 0`` (finite); 0 disables the momentum buffer.
     dampening : float
-        The momentum buffer adds ``(1 - dampening) * d`` from the second step on.
+        Finite; the momentum buffer adds ``(1 - dampening) * d`` from the second step on.
     weight_decay : float
-        L2 penalty ``>= 0``: ``weight_decay * p`` is added to the gradient.
+        L2 penalty, finite and ``>= 0``: ``weight_decay * p`` is added to the gradient.
     nesterov : bool
         Nesterov momentum; requires ``momentum > 0`` and ``dampening == 0``.
     """
@@ -128,14 +115,11 @@ class SGD(_Optimizer):
         weight_decay: float = 0,
         nesterov: bool = False,
     ) -> None:
-        self.lr = _check_hyperparameter("lr", lr, low=0.0)
-        self.momentum = _check_hyperparameter("momentum", momentum, low=0.0)
-        if not isinstance(dampening, numbers.Real) or isinstance(dampening, bool):
-            raise TypeError(f"dampening must be a real number, got {dampening!r}")
-        self.dampening = float(dampening)
-        self.weight_decay = _check_hyperparameter("weight_decay", weight_decay, low=0.0)
-        if not isinstance(nesterov, bool):
-            raise TypeError(f"nesterov must be a bool, got {nesterov!r}")
+        self.lr = real_number("lr", lr, low=0.0)
+        self.momentum = real_number("momentum", momentum, low=0.0)
+        self.dampening = real_number("dampening", dampening)
+        self.weight_decay = real_number("weight_decay", weight_decay, low=0.0)
+        boolean("nesterov", nesterov)
         if nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ValueError(
                 "nesterov=True requires momentum > 0 and dampening == 0, "
@@ -181,13 +165,13 @@ class Adam(_Optimizer):
     params : list of arrays
         The parameters, updated in place by :meth:`step`.
     lr : float
-        Learning rate, ``>= 0``.
+        Learning rate, finite and ``>= 0``.
     betas : pair of floats
         Decay rates ``(beta1, beta2)`` of the first and second moment averages, each in ``[0, 1)``.
     eps : float
-        Added to the denominator, ``>= 0``.
+        Added to the denominator, finite and ``>= 0``.
     weight_decay : float
-        L2 penalty ``>= 0``: ``weight_decay * p`` is added to the gradient.
+        L2 penalty, finite and ``>= 0``: ``weight_decay * p`` is added to the gradient.
     amsgrad : bool
         Normalise by the running maximum of the second moment (AMSGrad).
     """
@@ -201,18 +185,16 @@ class Adam(_Optimizer):
         weight_decay: float = 0,
         amsgrad: bool = False,
     ) -> None:
-        self.lr = _check_hyperparameter("lr", lr, low=0.0)
+        self.lr = real_number("lr", lr, low=0.0)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"betas must be a pair of floats (beta1, beta2), got {betas!r}")
         self.betas = (
-            _check_hyperparameter("betas[0]", betas[0], low=0.0, high=1.0),
-            _check_hyperparameter("betas[1]", betas[1], low=0.0, high=1.0),
+            real_number("betas[0]", betas[0], low=0.0, high=1.0, high_open=True),
+            real_number("betas[1]", betas[1], low=0.0, high=1.0, high_open=True),
         )
-        self.eps = _check_hyperparameter("eps", eps, low=0.0)
-        self.weight_decay = _check_hyperparameter("weight_decay", weight_decay, low=0.0)
-        if not isinstance(amsgrad, bool):
-            raise TypeError(f"amsgrad must be a bool, got {amsgrad!r}")
-        self.amsgrad = amsgrad
+        self.eps = real_number("eps", eps, low=0.0)
+        self.weight_decay = real_number("weight_decay", weight_decay, low=0.0)
+        self.amsgrad = boolean("amsgrad", amsgrad)
         super().__init__(params)
         # One step count t per parameter, as torch keeps state["step"]: a skipped parameter does not count.
         self.step_counts = [0] * len(self.params)

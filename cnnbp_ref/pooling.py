@@ -35,7 +35,7 @@ from typing import Any
 import array_api_compat
 
 from cnnbp_ref._backend import check_float_array, namespace
-from cnnbp_ref._checks import check_grad_out, check_ndim, pair
+from cnnbp_ref._checks import boolean, check_grad_out, check_ndim, pair
 from cnnbp_ref._parallel import even_slices, run_all, worker_count
 from cnnbp_ref._typing import Array
 from cnnbp_ref._windows import Pads, crop_spatial, pad_spatial, window_slices
@@ -106,12 +106,6 @@ def _pool_output_size(
     return out
 
 
-def _check_flag(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
-    return value
-
-
 def _pool_geometry(
     xp: ModuleType,
     x: Array,
@@ -131,7 +125,7 @@ def _pool_geometry(
     stride = kernel if stride is None else pair("stride", stride, minimum=1)
     padding = pair("padding", padding, minimum=0)
     dilation = pair("dilation", dilation, minimum=1)
-    ceil_mode = _check_flag("ceil_mode", ceil_mode)
+    ceil_mode = boolean("ceil_mode", ceil_mode)
     # PyTorch's rule is padding <= kernel_size // 2 on each axis, whatever the dilation.
     if any(p > k // 2 for p, k in zip(padding, kernel, strict=True)):
         raise ValueError(
@@ -426,7 +420,7 @@ def avg_pool2d(
     """
     xp = namespace(x=x)
     geometry = _pool_geometry(xp, x, kernel_size, stride, padding, 1, ceil_mode)
-    count_include_pad = _check_flag("count_include_pad", count_include_pad)
+    count_include_pad = boolean("count_include_pad", count_include_pad)
     divisor = _avg_divisor(xp, geometry, count_include_pad, x.dtype, array_api_compat.device(x))  # (OH, OW)
 
     def pool(block: slice) -> Array:
@@ -462,7 +456,7 @@ def avg_pool2d_backward(
     """
     xp = namespace(grad_out=grad_out, x=x)
     geometry = _pool_geometry(xp, x, kernel_size, stride, padding, 1, ceil_mode)
-    count_include_pad = _check_flag("count_include_pad", count_include_pad)
+    count_include_pad = boolean("count_include_pad", count_include_pad)
     check_grad_out(xp, grad_out, x, (int(x.shape[0]), int(x.shape[1]), *geometry.out))
     device = array_api_compat.device(grad_out)
     divisor = _avg_divisor(xp, geometry, count_include_pad, grad_out.dtype, device)  # (OH, OW)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import to_numpy, to_torch
+from helpers import mixed_libraries_test, raises_test, to_numpy, to_torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -244,18 +244,17 @@ BAD_INPUTS = [
         r"negative_slope must be a real number",
     ),
     ("slope-complex", lambda: leaky_relu(X, 0.1j), TypeError, r"negative_slope must be a real number"),
+    ("slope-nan", lambda: leaky_relu(X, float("nan")), ValueError, r"negative_slope must be finite, got nan"),
+    (
+        "slope-inf",
+        lambda: leaky_relu_backward(X, X, -np.inf),
+        ValueError,
+        r"negative_slope must be finite, got -inf",
+    ),
 ]
 
 
-@pytest.mark.parametrize(
-    ("call", "error", "pattern"), [case[1:] for case in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS]
+test_bad_inputs_raise_clear_errors = raises_test(BAD_INPUTS)
+test_mixed_array_libraries_are_rejected = mixed_libraries_test(
+    relu_backward=lambda strict: relu_backward(strict.asarray(X), X)
 )
-def test_bad_inputs_raise_clear_errors(call, error, pattern):
-    with pytest.raises(error, match=pattern):
-        call()
-
-
-def test_mixed_array_libraries_are_rejected():
-    strict = pytest.importorskip("array_api_strict")
-    with pytest.raises(TypeError, match=r"all arrays must come from one array library"):
-        relu_backward(strict.asarray(X), X)

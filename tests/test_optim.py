@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
-from helpers import to_numpy
+from helpers import raises_test, to_numpy
 
 from cnnbp_ref.optim import SGD, Adam
 
@@ -136,49 +138,66 @@ def test_momentum_buffer_does_not_alias_the_gradient():
 
 PARAMS = [np.zeros((2, 3)), np.zeros(4)]
 
+INF, NAN = float("inf"), float("nan")
+
+# (id, optimizer, keyword arguments, expected error, message pattern)
 BAD_HYPERPARAMETERS = [
-    (SGD, dict(lr=-0.1), ValueError, r"lr must be >= 0.0, got -0.1"),
-    (SGD, dict(lr=float("nan")), ValueError, r"lr must be >= 0.0, got nan"),
-    (SGD, dict(lr="0.1"), TypeError, r"lr must be a real number, got '0.1'"),
-    (SGD, dict(lr=0.1, momentum=-0.5), ValueError, r"momentum must be >= 0.0, got -0.5"),
-    (SGD, dict(lr=0.1, weight_decay=-1), ValueError, r"weight_decay must be >= 0.0, got -1.0"),
-    (SGD, dict(lr=0.1, nesterov=True), ValueError, r"nesterov=True requires momentum > 0 and dampening == 0"),
+    ("SGD-lr-negative", SGD, dict(lr=-0.1), ValueError, r"lr must be in \[0.0, inf\), got -0.1"),
+    ("SGD-lr-nan", SGD, dict(lr=NAN), ValueError, r"lr must be in \[0.0, inf\), got nan"),
+    ("SGD-lr-inf", SGD, dict(lr=INF), ValueError, r"lr must be in \[0.0, inf\), got inf"),
+    ("SGD-lr-str", SGD, dict(lr="0.1"), TypeError, r"lr must be a real number, got '0.1'"),
+    ("SGD-lr-bool", SGD, dict(lr=True), TypeError, r"lr must be a real number, got True"),
+    ("SGD-momentum-negative", SGD, dict(lr=0.1, momentum=-0.5), ValueError, r"momentum must be in \[0.0, inf\), got -0.5"),
+    ("SGD-momentum-nan", SGD, dict(lr=0.1, momentum=NAN), ValueError, r"momentum must be in \[0.0, inf\), got nan"),
+    ("SGD-dampening-nan", SGD, dict(lr=0.1, dampening=NAN), ValueError, r"dampening must be finite, got nan"),
+    ("SGD-dampening-inf", SGD, dict(lr=0.1, dampening=-INF), ValueError, r"dampening must be finite, got -inf"),
+    ("SGD-dampening-str", SGD, dict(lr=0.1, dampening="0"), TypeError, r"dampening must be a real number, got '0'"),
+    ("SGD-dampening-bool", SGD, dict(lr=0.1, dampening=False), TypeError, r"dampening must be a real number, got False"),
+    ("SGD-weight_decay-negative", SGD, dict(lr=0.1, weight_decay=-1), ValueError, r"weight_decay must be in \[0.0, inf\), got -1.0"),
+    ("SGD-nesterov-no-momentum", SGD, dict(lr=0.1, nesterov=True), ValueError, r"nesterov=True requires momentum > 0 and dampening == 0"),
     (
+        "SGD-nesterov-dampening",
         SGD,
         dict(lr=0.1, momentum=0.9, dampening=0.1, nesterov=True),
         ValueError,
         r"requires momentum > 0 and dampening == 0, got momentum=0.9, dampening=0.1",
     ),
-    (SGD, dict(lr=0.1, nesterov=1), TypeError, r"nesterov must be a bool, got 1"),
-    (Adam, dict(lr=-1e-3), ValueError, r"lr must be >= 0.0, got -0.001"),
-    (Adam, dict(betas=(1.0, 0.999)), ValueError, r"betas\[0\] must be in \[0.0, 1.0\), got 1.0"),
-    (Adam, dict(betas=(0.9, -0.1)), ValueError, r"betas\[1\] must be in \[0.0, 1.0\), got -0.1"),
-    (Adam, dict(betas=0.9), TypeError, r"betas must be a pair of floats \(beta1, beta2\), got 0.9"),
-    (Adam, dict(eps=-1e-8), ValueError, r"eps must be >= 0.0, got -1e-08"),
-    (Adam, dict(weight_decay=-0.1), ValueError, r"weight_decay must be >= 0.0, got -0.1"),
-    (Adam, dict(amsgrad="yes"), TypeError, r"amsgrad must be a bool, got 'yes'"),
-]
+    ("SGD-nesterov-int", SGD, dict(lr=0.1, nesterov=1), TypeError, r"nesterov must be a bool, got 1"),
+    ("Adam-lr-negative", Adam, dict(lr=-1e-3), ValueError, r"lr must be in \[0.0, inf\), got -0.001"),
+    ("Adam-beta1-one", Adam, dict(betas=(1.0, 0.999)), ValueError, r"betas\[0\] must be in \[0.0, 1.0\), got 1.0"),
+    ("Adam-beta2-negative", Adam, dict(betas=(0.9, -0.1)), ValueError, r"betas\[1\] must be in \[0.0, 1.0\), got -0.1"),
+    ("Adam-beta1-nan", Adam, dict(betas=(NAN, 0.999)), ValueError, r"betas\[0\] must be in \[0.0, 1.0\), got nan"),
+    ("Adam-beta2-str", Adam, dict(betas=(0.9, "0.999")), TypeError, r"betas\[1\] must be a real number, got '0.999'"),
+    ("Adam-betas-number", Adam, dict(betas=0.9), TypeError, r"betas must be a pair of floats \(beta1, beta2\), got 0.9"),
+    ("Adam-eps-negative", Adam, dict(eps=-1e-8), ValueError, r"eps must be in \[0.0, inf\), got -1e-08"),
+    ("Adam-eps-inf", Adam, dict(eps=INF), ValueError, r"eps must be in \[0.0, inf\), got inf"),
+    ("Adam-weight_decay-negative", Adam, dict(weight_decay=-0.1), ValueError, r"weight_decay must be in \[0.0, inf\), got -0.1"),
+    ("Adam-amsgrad-str", Adam, dict(amsgrad="yes"), TypeError, r"amsgrad must be a bool, got 'yes'"),
+]  # fmt: skip
 
 
-@pytest.mark.parametrize(("cls", "kwargs", "error", "message"), BAD_HYPERPARAMETERS)
-def test_bad_hyperparameters(cls, kwargs, error, message):
-    with pytest.raises(error, match=message):
-        cls([p.copy() for p in PARAMS], **kwargs)
+def _build(cls, params, **kwargs):
+    """``cls(params, **kwargs)`` with fresh copies of ``params`` (the call a bad-input row makes)."""
+    return functools.partial(cls, [p.copy() for p in params], **kwargs)
 
 
+test_bad_hyperparameters = raises_test(
+    [(name, _build(cls, PARAMS, **kwargs), error, message) for name, cls, kwargs, error, message in BAD_HYPERPARAMETERS]
+)  # fmt: skip
+
+
+# (id, params, expected error, message pattern): every row for SGD and for Adam
 BAD_PARAMS = [
-    ([], ValueError, r"params must be a non-empty list of arrays, got an empty list"),
-    (np.zeros(3), TypeError, r"params must be a list of arrays, got ndarray"),
-    ([np.zeros(3), [0.0, 1.0]], TypeError, r"params\[1\] must be an array"),
-    ([np.zeros(3, dtype=np.int64)], TypeError, r"params\[0\] must have dtype float32 or float64, got int64"),
-]
+    ("empty", [], ValueError, r"params must be a non-empty list of arrays, got an empty list"),
+    ("array", np.zeros(3), TypeError, r"params must be a list of arrays, got ndarray"),
+    ("list-entry", [np.zeros(3), [0.0, 1.0]], TypeError, r"params\[1\] must be an array"),
+    ("int-dtype", [np.zeros(3, dtype=np.int64)], TypeError, r"params\[0\] must have dtype float32 or float64, got int64"),
+]  # fmt: skip
 
-
-@pytest.mark.parametrize("cls", [SGD, Adam])
-@pytest.mark.parametrize(("params", "error", "message"), BAD_PARAMS)
-def test_bad_params(cls, params, error, message):
-    with pytest.raises(error, match=message):
-        cls(params, lr=0.1)
+test_bad_params = raises_test(
+    [(f"{name}-{cls.__name__}", functools.partial(cls, params, lr=0.1), error, message)
+     for name, params, error, message in BAD_PARAMS for cls in (SGD, Adam)]
+)  # fmt: skip
 
 
 BAD_GRADS = [
